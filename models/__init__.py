@@ -1,0 +1,1 @@
+"""PyTorch reference models (needs torch). `mmedge.models.zoo` lists them."""

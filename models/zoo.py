@@ -1,0 +1,95 @@
+"""The model registry: the one place that lists mmedge's models.
+
+Each model registers a declarative `ModelSpec` (configs, graphs with their
+input/output names and dynamic axes, example inputs, preprocessing parameters).
+Exporters, the golden-output script, the CLI and the tests read it; nothing else
+keeps a list of models (a meta-test fails when a registered model has no test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from mmedge.errors import UnknownNameError
+
+# name -> tensor, in the graph's input order
+Feeds = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One exported graph of a model.
+
+    `wrap(model)` returns an nn.Module whose `forward(*inputs)` takes the inputs in
+    `inputs` order and returns a tuple in `outputs` order. `example(model, config,
+    batch, generator)` returns feeds for it (used for tracing and golden outputs).
+    `dynamic_axes` maps an input/output name to {axis index: axis name}.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    wrap: Callable[[nn.Module], nn.Module]
+    example: Callable[[nn.Module, Any, int, torch.Generator], Feeds]
+    dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it per config and which graphs it exports."""
+
+    name: str
+    pipeline: str  # runtime pipeline: "captioner" | "audio" | "refocus"
+    configs: Mapping[str, Any]  # config name -> config dataclass instance
+    build: Callable[[Any], nn.Module]
+    graphs: tuple[GraphSpec, ...]
+    preprocessing: Callable[[Any], dict[str, Any]]
+    description: str = ""
+
+    def config(self, name: str) -> Any:
+        if name not in self.configs:
+            raise UnknownNameError(f"config of {self.name}", name, list(self.configs))
+        return self.configs[name]
+
+    def graph(self, name: str) -> GraphSpec:
+        for g in self.graphs:
+            if g.name == name:
+                return g
+        raise UnknownNameError(f"graph of {self.name}", name, [g.name for g in self.graphs])
+
+    def create(self, config: str, seed: int | None = 0) -> nn.Module:
+        """Build the model for `config` in eval mode, seeded for reproducible weights."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        return self.build(self.config(config)).eval()
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_builtin() -> None:
+    # Importing the model modules runs their register() calls.
+    from mmedge.models import captioner, refocus, soundnet, voice_encoder  # noqa: F401
+
+
+def get(name: str) -> ModelSpec:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise UnknownNameError("model", name, list(_REGISTRY))
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)

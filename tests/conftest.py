@@ -1,0 +1,8 @@
+"""Shared fixtures; puts tests/golden on sys.path for `make_golden`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
