@@ -100,39 +100,167 @@ def export_cmd(
     model: str = typer.Argument(..., help="captioner | soundnet | voice-encoder | refocus"),
     format: str = typer.Option("onnx", "--format", "-f", help="Target format(s), comma-separated."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8"),
-    config: str = typer.Option("tiny", help="tiny | demo | full"),
-    checkpoint: Optional[Path] = typer.Option(None, help="A tutorial BEST_checkpoint_*.pth.tar."),
-    word_map: Optional[Path] = typer.Option(None, help="The tutorial's WORDMAP_*.json."),
+    config: str = typer.Option("tiny", help="tiny | demo | full (see `mmedge models`)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A tutorial BEST_checkpoint_*.pth.tar (captioner)."),
+    word_map: Optional[Path] = typer.Option(None, help="The tutorial's WORDMAP_*.json (with --checkpoint)."),
     calib_data: Optional[Path] = typer.Option(None, help="Folder of calibration images or WAVs (int8)."),
     out: Path = typer.Option(Path("artifacts"), help="Output folder; one artifact directory per format x precision."),
+    option: List[str] = typer.Option([], "--option", "-o", help="Exporter option KEY=VALUE (opset=17, "
+                                      "simplify=false, exporter=dynamo)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Export MODEL to one artifact directory per format x precision."""
-    not_built("export", "the ONNX-and-runtime issue")
+    """Export MODEL to one artifact directory per format x precision, with test vectors for parity."""
+    from mmedge.export.registry import ExportRequest, export
+
+    if calib_data is not None and precision != "int8":
+        raise MmedgeError("--calib-data is only used with --precision int8")
+    if precision == "int8":
+        not_built("export --precision int8", "the INT8-calibration issue")
+    opts: dict[str, Any] = {}
+    for item in option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MmedgeError(f"--option expects KEY=VALUE, got {item!r}")
+        opts[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
+    req = ExportRequest(model, [f.strip() for f in format.split(",") if f.strip()], precision, config,
+                        checkpoint, word_map, out, opts)
+    dirs = export(req, log=err)
+    if as_json:
+        emit_json({"artifacts": [str(d) for d in dirs]})
+    else:
+        for d in dirs:
+            print(d)
+
+
+def _load(artifact: Path, backend: Optional[str], threads: Optional[int]):
+    from mmedge.runtime import load
+
+    opts = {"threads": threads} if threads else {}
+    return load(artifact, backend, **opts)
+
+
+ArtifactOpt = typer.Option(..., "--artifact", "-a", help="An artifact directory written by `mmedge export`.")
+BackendOpt = typer.Option(None, help="Runtime backend (default: the one for the artifact's format).")
+ThreadsOpt = typer.Option(None, help="Intra-op threads for the backend (default: the backend's).")
 
 
 @command("caption")
-def caption_cmd(images: List[Path], artifact: Path = typer.Option(...), as_json: bool = JsonOpt) -> None:
-    """Caption images with an exported captioner."""
-    not_built("caption", "the ONNX-and-runtime issue")
+def caption_cmd(
+    images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...)."),
+    artifact: Path = ArtifactOpt,
+    backend: Optional[str] = BackendOpt,
+    beam: int = typer.Option(3, min=1, help="Beam width (1 = greedy)."),
+    max_len: int = typer.Option(50, min=1, help="Maximum number of decoding steps."),
+    length_norm: bool = typer.Option(False, help="Rank hypotheses by score / length."),
+    attention_png: Optional[Path] = typer.Option(None, help="Write the attention maps over the image "
+                                                 "(one PNG; with several images, NAME-<i>.png)."),
+    threads: Optional[int] = ThreadsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Caption images with an exported captioner (beam search in numpy, any backend)."""
+    from mmedge.runtime import Captioner
+
+    pipe = _load(artifact, backend, threads)
+    if not isinstance(pipe, Captioner):
+        raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not a captioner")
+    results = pipe.caption([str(p) for p in images], beam=beam, max_len=max_len, length_norm=length_norm)
+    if attention_png is not None:
+        from mmedge.runtime.image import read_image
+        from mmedge.runtime.visualize import attention_grid, save_png
+
+        for i, r in enumerate(results):
+            words = [pipe.vocab.words[t] for t in r.tokens] + (["<end>"] if r.finished else [])
+            target = attention_png if len(results) == 1 else attention_png.with_name(
+                f"{attention_png.stem}-{i}{attention_png.suffix or '.png'}")
+            save_png(attention_grid(read_image(r.image), words, r.attention), target)
+            err(f"wrote {target}")
+    if as_json:
+        emit_json({"results": [r.to_json() for r in results]})
+    else:
+        for r in results:
+            print(f"{r.image}: {r.caption}  (score {r.score:.3f})")
 
 
 @command("embed")
-def embed_cmd(audio: List[Path], artifact: Path = typer.Option(...), as_json: bool = JsonOpt) -> None:
+def embed_cmd(
+    audio: List[Path] = typer.Argument(..., help="WAV files (resampled to the model's rate)."),
+    artifact: Path = ArtifactOpt,
+    backend: Optional[str] = BackendOpt,
+    threads: Optional[int] = ThreadsOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Embed / classify audio files with an exported audio encoder."""
-    not_built("embed", "the ONNX-and-runtime issue")
+    from mmedge.runtime import AudioEncoder
+
+    pipe = _load(artifact, backend, threads)
+    if not isinstance(pipe, AudioEncoder):
+        raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not an audio encoder")
+    results = pipe.embed([str(a) for a in audio])
+    if as_json:
+        emit_json({"results": [r.to_json() for r in results]})
+        return
+    for r in results:
+        dims = ", ".join(f"{k} [{v.shape[0]}]" for k, v in r.outputs.items())
+        label = f"{r.label} ({r.score:.2f})" if r.label is not None else "-"
+        print(f"{r.audio}: {label}  outputs: {dims}")
 
 
 @command("refocus")
-def refocus_cmd(image: Path, artifact: Path = typer.Option(...)) -> None:
-    """Refocus a photo with its depth map."""
-    not_built("refocus", "the ONNX-and-runtime issue")
+def refocus_cmd(
+    image: Path = typer.Argument(..., help="The photo."),
+    depth: Path = typer.Option(..., help="Depth map: .npy in metres, 16-bit PNG in mm, or 8-bit (0..10 m)."),
+    artifact: Path = ArtifactOpt,
+    near: float = typer.Option(..., help="Near end of the in-focus range (metres)."),
+    far: float = typer.Option(..., help="Far end of the in-focus range (metres); 'inf' allowed."),
+    out: Path = typer.Option(..., help="Output PNG."),
+    backend: Optional[str] = BackendOpt,
+    threads: Optional[int] = ThreadsOpt,
+) -> None:
+    """Refocus a photo with its depth map: sharp inside [near, far], blurred by distance outside."""
+    from PIL import Image
+
+    from mmedge.runtime import Refocuser
+    from mmedge.runtime.visualize import save_png
+
+    if near < 0 or far < near:
+        raise MmedgeError(f"need 0 <= near <= far, got near={near} far={far}")
+    pipe = _load(artifact, backend, threads)
+    if not isinstance(pipe, Refocuser):
+        raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not a refocus network")
+    result = pipe.refocus(str(image), str(depth), near, far)
+    save_png(Image.fromarray(result), out)
+    print(out)
 
 
 @command("parity")
-def parity_cmd(artifact: Path = typer.Option(...), as_json: bool = JsonOpt) -> None:
-    """Compare an artifact with the PyTorch reference."""
-    not_built("parity", "the ONNX-and-runtime issue")
+def parity_cmd(
+    artifact: Path = ArtifactOpt,
+    backend: Optional[str] = BackendOpt,
+    tolerance: Optional[float] = typer.Option(None, help="Relative tolerance (default: by precision, DESIGN.md)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Compare an artifact with the PyTorch reference outputs stored in it (no torch needed)."""
+    from mmedge.runtime.parity import check_artifact
+
+    report = check_artifact(artifact, backend)
+    if tolerance is not None:
+        from mmedge.runtime.parity import check
+        from mmedge.runtime import load
+
+        report = check(load(artifact, backend), tolerance)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        print(f"{artifact} on {report.backend} ({report.precision})")
+        for m in report.outputs:
+            print(f"  {'ok  ' if m.ok else 'FAIL'} {m.name:<28} max abs {m.max_abs:.3e}  rel {m.max_rel:.3e}"
+                  f"  (tol {m.tolerance:.3e})")
+        if report.beam:
+            b = report.beam
+            print(f"  {'ok  ' if b['ok'] else 'FAIL'} beam search k={b['beam']}: tokens equal {b['tokens_equal']},"
+                  f" max score error {b['max_score_error']:.2e}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @command("eval")

@@ -71,3 +71,7 @@ class ParityError(MmedgeError):
         detail = "; ".join(f"{m.name}: max abs {m.max_abs:.3g} > {m.tolerance:.3g}" for m in bad)
         super().__init__(f"{what}: {len(bad)} output(s) out of tolerance: {detail}")
         self.mismatches = mismatches
+
+
+class NumericsError(MmedgeError):
+    """A graph produced NaN/Inf where finite values are required."""

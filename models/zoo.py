@@ -49,6 +49,10 @@ class ModelSpec:
     graphs: tuple[GraphSpec, ...]
     preprocessing: Callable[[Any], dict[str, Any]]
     description: str = ""
+    # config -> extra manifest fields the runtime needs (e.g. which output holds class logits)
+    manifest_extra: Callable[[Any], dict[str, Any]] = lambda cfg: {}
+    # config -> class names for classifier outputs (None: not a classifier)
+    labels: Callable[[Any], list[str] | None] = lambda cfg: None
 
     def config(self, name: str) -> Any:
         if name not in self.configs:

@@ -1,0 +1,81 @@
+"""Writing artifact directories: atomically, with a manifest and test vectors.
+
+Every exporter writes into a fresh temporary directory next to the destination;
+only when the export (and the manifest with every file's sha256) is complete is
+it renamed into place. An interrupted or failed export leaves nothing behind,
+and a concurrent export to the same destination never mixes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict, is_dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from mmedge.runtime.manifest import MANIFEST, Manifest, TensorSpec, hash_files
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Yield a temp dir; on success it replaces `dest`, on any failure it is removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.replace(dest, old / "x")
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def tool_versions(*packages: str) -> dict[str, str]:
+    out = {"python": platform.python_version(), "mmedge": _version("mmedge")}
+    for p in packages:
+        v = _version(p)
+        if v:
+            out[p] = v
+    return out
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def tensor_spec(name: str, arr: np.ndarray, dynamic: dict[int, str] | None = None) -> TensorSpec:
+    shape: list[int | str] = list(arr.shape)
+    for axis, label in (dynamic or {}).items():
+        shape[axis] = label
+    return TensorSpec(name, shape, str(arr.dtype))
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+
+
+def finish(root: Path, manifest: Manifest) -> Manifest:
+    """Hash every file and write the manifest (last, so a manifest means complete)."""
+    for p in root.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    manifest.files = hash_files(root)
+    (root / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    os.chmod(root / MANIFEST, 0o644)
+    return manifest

@@ -1,0 +1,195 @@
+"""The exporter registry and the one `export()` entry point.
+
+An exporter is a plain function registered under a format name; it writes the
+model files of one artifact into a directory and returns their graph entries.
+Everything shared by all formats (building the reference model, the example
+inputs and reference outputs, test vectors, the manifest, atomic writing) lives
+here once, so a backend module holds only what is specific to its format.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from mmedge.errors import ExportError, InputError, MissingDependencyError, UnknownNameError
+from mmedge.export.artifact import atomic_dir, config_dict, finish, tool_versions
+from mmedge.models import zoo
+from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.vocab import Vocabulary
+
+PRECISIONS = ("fp32", "fp16", "int8")
+EXAMPLE_BATCH = 2
+SEED = 0
+BEAM_VECTORS = {"images": 2, "beam": 3, "max_len": 20}
+
+
+@dataclass
+class ExportContext:
+    """What an exporter gets: the reference model and how to feed it."""
+
+    spec: zoo.ModelSpec
+    config_name: str
+    config: Any
+    model: torch.nn.Module
+    precision: str
+    vocab: Vocabulary | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def examples(self, graph: zoo.GraphSpec, batch: int = EXAMPLE_BATCH, seed: int = SEED) -> dict[str, torch.Tensor]:
+        return graph.example(self.model, self.config, batch, torch.Generator().manual_seed(seed))
+
+    @torch.no_grad()
+    def reference(self, graph: zoo.GraphSpec, feeds: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        out = graph.wrap(self.model)(*feeds.values())
+        out = out if isinstance(out, tuple) else (out,)
+        return {k: v.numpy() for k, v in zip(graph.outputs, out)}
+
+
+Exporter = Callable[[ExportContext, Path], list[GraphEntry]]
+
+
+@dataclass(frozen=True)
+class ExporterInfo:
+    name: str
+    fn: Exporter
+    packages: tuple[str, ...]  # import names checked before any work starts
+    extra: str
+    precisions: tuple[str, ...]
+    file_ext: str
+
+
+_EXPORTERS: dict[str, ExporterInfo] = {}
+
+
+def register_exporter(name: str, packages: tuple[str, ...], extra: str, precisions: tuple[str, ...],
+                      file_ext: str) -> Callable[[Exporter], Exporter]:
+    def deco(fn: Exporter) -> Exporter:
+        _EXPORTERS[name] = ExporterInfo(name, fn, packages, extra, precisions, file_ext)
+        return fn
+
+    return deco
+
+
+def _load_builtin() -> None:
+    from mmedge.export import onnx  # noqa: F401  (registers "onnx")
+
+
+def exporter(name: str) -> ExporterInfo:
+    _load_builtin()
+    if name not in _EXPORTERS:
+        raise UnknownNameError("format", name, list(_EXPORTERS))
+    info = _EXPORTERS[name]
+    for pkg in info.packages:
+        if importlib.util.find_spec(pkg) is None:
+            raise MissingDependencyError(pkg, info.extra, f"--format {name}")
+    return info
+
+
+def formats() -> list[str]:
+    _load_builtin()
+    return sorted(_EXPORTERS)
+
+
+@dataclass
+class ExportRequest:
+    model: str
+    formats: list[str]
+    precision: str = "fp32"
+    config: str = "tiny"
+    checkpoint: Path | None = None
+    word_map: Path | None = None
+    out: Path = Path("artifacts")
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def build_context(req: ExportRequest) -> ExportContext:
+    spec = zoo.get(req.model)
+    if req.precision not in PRECISIONS:
+        raise UnknownNameError("precision", req.precision, PRECISIONS)
+    if req.checkpoint is not None:
+        if spec.pipeline != "captioner":
+            raise InputError(f"--checkpoint is supported for the captioner (tutorial checkpoints), not {req.model}")
+        if req.word_map is None:
+            raise InputError("--checkpoint needs --word-map (the tutorial's WORDMAP_*.json)")
+        from mmedge.models.checkpoint import load_captioner
+
+        model = load_captioner(req.checkpoint, req.word_map).eval()
+        return ExportContext(spec, "checkpoint", model.config, model, req.precision, model.vocab, dict(req.options))
+    if req.word_map is not None:
+        raise InputError("--word-map is only used with --checkpoint")
+    model = spec.create(req.config)
+    return ExportContext(spec, req.config, spec.config(req.config), model, req.precision,
+                         getattr(model, "vocab", None), dict(req.options))
+
+
+def artifact_name(ctx: ExportContext, fmt: str) -> str:
+    return f"{ctx.spec.name}-{ctx.config_name}-{fmt}-{ctx.precision}"
+
+
+def test_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
+    """Inputs and reference outputs of every graph (and beam-search tokens for captioners)."""
+    vectors: dict[str, np.ndarray] = {}
+    for graph in ctx.spec.graphs:
+        feeds = ctx.examples(graph)
+        for k, v in feeds.items():
+            vectors[f"{graph.name}.{k}"] = v.numpy()
+        for k, v in ctx.reference(graph, feeds).items():
+            vectors[f"{graph.name}.{k}"] = v
+    if ctx.spec.pipeline == "captioner":
+        from mmedge.models.decoding import caption_images
+
+        images = ctx.examples(ctx.spec.graph("encoder"), BEAM_VECTORS["images"], SEED + 1)["image"]
+        hyps = caption_images(ctx.model, images, BEAM_VECTORS["beam"], BEAM_VECTORS["max_len"])
+        tokens = np.full((len(hyps), BEAM_VECTORS["max_len"]), -1, np.int64)
+        for i, h in enumerate(hyps):
+            tokens[i, : len(h.tokens)] = h.tokens
+        vectors.update({"beam.image": images.numpy(), "beam.tokens": tokens,
+                        "beam.scores": np.array([h.score for h in hyps]),
+                        "beam.settings": np.array([BEAM_VECTORS["beam"], BEAM_VECTORS["max_len"]])})
+    return vectors
+
+
+def export(req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> list[Path]:
+    """Export one model to every requested format; returns the artifact directories."""
+    check_formats(req.formats, req.precision)  # fail before any work
+    return export_context(build_context(req), req.formats, Path(req.out), log)
+
+
+def check_formats(names: list[str], precision: str) -> list[ExporterInfo]:
+    infos = [exporter(f) for f in names]
+    for info in infos:
+        if precision not in info.precisions:
+            raise ExportError(f"--format {info.name} does not support --precision {precision} "
+                              f"(supported: {', '.join(info.precisions)})")
+    return infos
+
+
+def export_context(ctx: ExportContext, names: list[str], out: Path,
+                   log: Callable[[str], None] = lambda s: None) -> list[Path]:
+    """Export an already-built model (tests use it with their own seeded models)."""
+    infos = check_formats(names, ctx.precision)
+    vectors = test_vectors(ctx)
+    written = []
+    for info in infos:
+        dest = out / artifact_name(ctx, info.name)
+        log(f"exporting {ctx.spec.name} ({ctx.config_name}) to {info.name} {ctx.precision} -> {dest}")
+        with atomic_dir(dest) as tmp:
+            graphs = info.fn(ctx, tmp)
+            np.savez_compressed(tmp / "test_vectors.npz", **vectors)
+            manifest = Manifest(
+                model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=info.name,
+                precision=ctx.precision, graphs=graphs, preprocessing=ctx.spec.preprocessing(ctx.config),
+                model_config=config_dict(ctx.config),
+                vocabulary=dict(ctx.vocab.word_map) if ctx.vocab is not None else None,
+                labels=ctx.spec.labels(ctx.config), tools=tool_versions("torch", *info.packages),
+                extra={**ctx.spec.manifest_extra(ctx.config), "test_vectors": "test_vectors.npz"},
+            )
+            finish(tmp, manifest)
+        written.append(dest)
+    return written

@@ -1,0 +1,81 @@
+"""Parity of an artifact with its PyTorch reference, without torch.
+
+Every artifact carries `test_vectors.npz`: inputs and the PyTorch reference's
+outputs for each graph (and, for captioners, the reference beam search's tokens),
+written at export time. Replaying them through the runtime is the parity check
+of DESIGN.md, and it runs wherever the runtime runs (a Jetson, a phone test rig).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmedge.errors import ArtifactError, Mismatch
+from mmedge.runtime.pipelines import Captioner, Pipeline, load
+
+# max abs error allowed, as a fraction of the reference's max abs value (DESIGN.md)
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2}
+SCORE_TOLERANCE = 1e-4
+
+
+def compare(name: str, got: np.ndarray, ref: np.ndarray, rel_tol: float) -> Mismatch:
+    """Max abs / relative error of `got` against `ref`, judged against rel_tol x max|ref|."""
+    if got.shape != ref.shape:
+        return Mismatch(name, float("inf"), float("inf"), rel_tol, False)
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    tol = rel_tol * max(scale, 1e-12)
+    return Mismatch(name, max_abs, max_abs / max(scale, 1e-12), tol, bool(np.isfinite(max_abs) and max_abs <= tol))
+
+
+@dataclass
+class ParityReport:
+    artifact: str
+    backend: str
+    precision: str
+    outputs: list[Mismatch] = field(default_factory=list)
+    beam: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(m.ok for m in self.outputs) and self.beam.get("ok", True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"artifact": self.artifact, "backend": self.backend, "precision": self.precision, "ok": self.ok,
+                "outputs": [asdict(m) for m in self.outputs], "beam": self.beam}
+
+
+def check(pipeline: Pipeline, rel_tol: float | None = None) -> ParityReport:
+    """Replay the artifact's test vectors through `pipeline`'s sessions."""
+    m = pipeline.manifest
+    vec_file = pipeline.root / m.extra.get("test_vectors", "test_vectors.npz")
+    if not vec_file.is_file():
+        raise ArtifactError(f"{vec_file}: missing; the artifact has no reference outputs to compare with")
+    vectors = np.load(vec_file)
+    tol = rel_tol if rel_tol is not None else TOLERANCE.get(m.precision, 2e-2)
+    report = ParityReport(str(pipeline.root), pipeline.backend, m.precision)
+    for g in m.graphs:
+        feeds = {t.name: vectors[f"{g.name}.{t.name}"] for t in g.inputs}
+        outs = pipeline.sessions[g.name].run(feeds)
+        for t in g.outputs:
+            report.outputs.append(compare(f"{g.name}.{t.name}", outs[t.name], vectors[f"{g.name}.{t.name}"], tol))
+    if isinstance(pipeline, Captioner) and "beam.tokens" in vectors:
+        beam, max_len = (int(v) for v in vectors["beam.settings"])
+        feats = pipeline.encode(vectors["beam.image"])
+        results = pipeline.caption_features(feats, [f"vector {i}" for i in range(len(feats))], beam, max_len)
+        ref_tokens = [[int(t) for t in row if t >= 0] for row in vectors["beam.tokens"]]
+        same = [r.tokens == ref for r, ref in zip(results, ref_tokens)]
+        score_err = max(abs(r.score - float(s)) for r, s in zip(results, vectors["beam.scores"]))
+        exact = m.precision == "fp32"
+        report.beam = {"beam": beam, "max_len": max_len, "tokens_equal": same, "max_score_error": score_err,
+                       "ok": (all(same) and score_err <= SCORE_TOLERANCE) if exact else True}
+    return report
+
+
+def check_artifact(artifact_dir: str | Path, backend: str | None = None, **options: Any) -> ParityReport:
+    return check(load(artifact_dir, backend, **options))

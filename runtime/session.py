@@ -1,0 +1,153 @@
+"""The Session: the one thing a backend implements.
+
+Modelled on Polygraphy's runner: the base class checks feeds (names, dtypes,
+ranks, fixed dims) and times every call in `run()`; a backend implements only
+`_run()` (and optionally `_bind()` for step-invariant inputs). Backends are
+found by name in a registry and import their package lazily, so one missing
+package never breaks the others.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mmedge.errors import InputError, MissingDependencyError, UnknownNameError
+from mmedge.runtime.manifest import TensorSpec
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of every `run()` call (monotonic clock)."""
+
+    calls: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.calls))
+
+
+class Session(abc.ABC):
+    """A loaded graph. Subclasses implement `_run` (and may override `_bind`)."""
+
+    backend: str = "?"
+
+    def __init__(self, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+        self.path = Path(path)
+        self.inputs = inputs
+        self.outputs = outputs
+        self.timing = Timing()
+        self._bound: Feeds = {}
+        self._by_name = {t.name: t for t in inputs}
+
+    # ---------------------------------------------------------------- public API
+    def run(self, feeds: Feeds) -> Feeds:
+        """Check `feeds`, run the graph, return outputs by name."""
+        for name, arr in feeds.items():
+            self._check(name, arr)
+        missing = [t.name for t in self.inputs if t.name not in feeds and t.name not in self._bound]
+        if missing:
+            raise InputError(f"{self.path.name}: missing input(s) {', '.join(missing)}")
+        t0 = time.perf_counter()
+        out = self._run(feeds)
+        self.timing.add(time.perf_counter() - t0)
+        return out
+
+    def bind(self, name: str, array: np.ndarray) -> None:
+        """Fix an input for the following runs (step-invariant data: uploaded/wrapped once)."""
+        self._check(name, array)
+        self._bound[name] = array
+        self._bind(name, array)
+
+    def unbind(self, name: str) -> None:
+        self._bound.pop(name, None)
+        self._unbind(name)
+
+    # ---------------------------------------------------------------- for backends
+    @abc.abstractmethod
+    def _run(self, feeds: Feeds) -> Feeds:
+        """Run the graph on the checked feeds (bound inputs via `_all_feeds`)."""
+
+    def _bind(self, name: str, array: np.ndarray) -> None:
+        """Default: keep the array and pass it with every run."""
+
+    def _unbind(self, name: str) -> None:
+        pass
+
+    def _all_feeds(self, feeds: Feeds) -> Feeds:
+        return {**self._bound, **feeds}
+
+    def _check(self, name: str, arr: np.ndarray) -> None:
+        spec = self._by_name.get(name)
+        if spec is None:
+            raise InputError(f"{self.path.name}: unknown input {name!r}; inputs are {', '.join(self._by_name)}")
+        if not isinstance(arr, np.ndarray):
+            raise InputError(f"{self.path.name}: input {name!r} must be a numpy array, got {type(arr).__name__}")
+        if arr.dtype != np.dtype(spec.dtype):
+            raise InputError(f"{self.path.name}: input {name!r} has dtype {arr.dtype}, expected {spec.dtype}")
+        if arr.ndim != len(spec.shape):
+            raise InputError(f"{self.path.name}: input {name!r} has shape {list(arr.shape)}, expected {spec.shape}")
+        for i, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+            if isinstance(want, int) and got != want:
+                raise InputError(f"{self.path.name}: input {name!r} has shape {list(arr.shape)}, "
+                                 f"expected {spec.shape} (axis {i} is fixed at {want})")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    module: str  # imported lazily
+    package: str  # the pip package it needs
+    extra: str  # the mmedge extra that installs it
+    formats: tuple[str, ...]  # artifact formats it runs
+
+
+_BACKENDS: dict[str, BackendInfo] = {}
+
+
+def register_backend(info: BackendInfo) -> None:
+    _BACKENDS[info.name] = info
+
+
+register_backend(BackendInfo("onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",)))
+
+
+def backend_names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def backend_for_format(fmt: str) -> str:
+    for info in _BACKENDS.values():
+        if fmt in info.formats:
+            return info.name
+    raise UnknownNameError("artifact format", fmt, sorted({f for i in _BACKENDS.values() for f in i.formats}))
+
+
+def available(name: str) -> bool:
+    info = _BACKENDS.get(name)
+    return info is not None and importlib.util.find_spec(info.package) is not None
+
+
+def open_session(backend: str, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                 **options: Any) -> Session:
+    """Create a Session of `backend` for the graph file at `path`."""
+    if backend not in _BACKENDS:
+        raise UnknownNameError("backend", backend, list(_BACKENDS))
+    info = _BACKENDS[backend]
+    if importlib.util.find_spec(info.package) is None:
+        raise MissingDependencyError(info.package, info.extra, f"the {backend} backend")
+    module = importlib.import_module(info.module)
+    factory: Callable[..., Session] = module.create_session
+    return factory(path, inputs, outputs, **options)
