@@ -258,7 +258,7 @@ def parity_cmd(
         if report.beam:
             b = report.beam
             print(f"  {'ok  ' if b['ok'] else 'FAIL'} beam search k={b['beam']}: tokens equal {b['tokens_equal']},"
-                  f" max score error {b['max_score_error']:.2e}")
+                  f" max relative score error {b['max_rel_score_error']:.2e}")
     if not report.ok:
         raise typer.Exit(1)
 

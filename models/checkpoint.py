@@ -237,7 +237,8 @@ def _check_container(path: Path) -> None:
         if is_tar:
             raise CheckpointError(f"{path}: a pre-0.4 tar-format torch checkpoint; not supported, "
                                   "re-save it with torch>=1.6")
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither torch.save zip nor legacy format)")
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor the "
+                              "legacy torch.save format with pickle protocol >= 2)")
 
 
 def _torch_load(path: Path) -> Any:
