@@ -44,6 +44,11 @@ class CaptionerConfig:
     decoder_dim: int = 512
     vocab_size: int = 9490  # the tutorial's COCO word map
     dropout: float = 0.5
+    # the words of a known vocabulary (tutorial layout around them); None: placeholder words
+    words: tuple[str, ...] | None = None
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.from_words(self.words) if self.words is not None else Vocabulary.synthetic(self.vocab_size)
 
     @property
     def encoder_dim(self) -> int:
@@ -231,7 +236,7 @@ class CaptionModel(nn.Module):
     def __init__(self, cfg: CaptionerConfig, vocab: Vocabulary | None = None) -> None:
         super().__init__()
         self.config = cfg
-        self.vocab = vocab or Vocabulary.synthetic(cfg.vocab_size)
+        self.vocab = vocab or cfg.vocabulary()
         if len(self.vocab) != cfg.vocab_size:
             raise ValueError(f"vocabulary has {len(self.vocab)} words, config expects {cfg.vocab_size}")
         self.encoder = Encoder(cfg)

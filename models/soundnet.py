@@ -155,6 +155,7 @@ SPEC = register(ModelSpec(
                   {"waveform": {0: "batch", 1: "samples"}, "objects": _B, "scenes": _B, "embedding": _B}),
     ),
     preprocessing=_preprocessing,
+    manifest_extra=lambda cfg: {"class_output": "objects", "min_samples": cfg.min_samples},
     description="SoundNet-8: 1-D conv encoder on the raw waveform; object/scene logits and conv7 embedding, "
                 "averaged over time",
 ))

@@ -154,6 +154,7 @@ SPEC = register(ModelSpec(
                   {"spectrogram": {0: "batch", 3: "frames"}, "embedding": _B, "logits": _B}),
     ),
     preprocessing=_preprocessing,
+    manifest_extra=lambda cfg: {"class_output": "logits", "min_samples": cfg.min_samples},
     description="Speech2Face-style voice encoder: power-law STFT (front-end in the runtime) -> VGG CNN, "
                 "mean over time, embedding + classifier",
 ))

@@ -9,12 +9,13 @@ keeps a list of models (a meta-test fails when a registered model has no test).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from mmedge.errors import UnknownNameError
+from mmedge.errors import InputError, UnknownNameError
 
 # name -> tensor, in the graph's input order
 Feeds = dict[str, torch.Tensor]
@@ -53,6 +54,8 @@ class ModelSpec:
     manifest_extra: Callable[[Any], dict[str, Any]] = lambda cfg: {}
     # config -> class names for classifier outputs (None: not a classifier)
     labels: Callable[[Any], list[str] | None] = lambda cfg: None
+    # config name -> weights file shipped in models/weights/ (trained demo models)
+    weights: Mapping[str, str] = field(default_factory=dict)
 
     def config(self, name: str) -> Any:
         if name not in self.configs:
@@ -66,10 +69,30 @@ class ModelSpec:
         raise UnknownNameError(f"graph of {self.name}", name, [g.name for g in self.graphs])
 
     def create(self, config: str, seed: int | None = 0) -> nn.Module:
-        """Build the model for `config` in eval mode, seeded for reproducible weights."""
+        """Build the model for `config` in eval mode: shipped weights if the config
+        has them, else seeded random weights (reproducible)."""
         if seed is not None:
             torch.manual_seed(seed)
-        return self.build(self.config(config)).eval()
+        model = self.build(self.config(config))
+        if config in self.weights:
+            load_weights(model, WEIGHTS_DIR / self.weights[config], f"{self.name} --config {config}")
+        return model.eval()
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def load_weights(model: nn.Module, path: Path, what: str) -> None:
+    """Load a shipped state dict (plain tensors: `weights_only`, no pickle code runs)."""
+    if not path.is_file():
+        raise InputError(f"{path}: weights for {what} are missing; train them with "
+                         f"`python -m mmedge.models.train` or reinstall mmedge")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise InputError(f"{path}: cannot load weights for {what} ({first[:200]})") from None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -125,6 +125,11 @@ class AudioEncoder(Pipeline):
             if x.ndim != 1:
                 raise InputError(f"{name}: expected a mono 1-D waveform, got shape {list(x.shape)}")
         A.check_audio(x, name)
+        min_samples = int(self.manifest.extra.get("min_samples", 0))
+        if x.shape[0] < min_samples:
+            sr = int(params["sample_rate"])
+            raise InputError(f"{name}: too short for this model ({x.shape[0] / sr:.3f} s; needs at least "
+                             f"{min_samples / sr:.3f} s = {min_samples} samples at {sr} Hz)")
         return A.spectrogram_from_params(x, params)[None].astype(np.float32)
 
     def embed(self, audio: Sequence[str | Path | np.ndarray] | str | Path | np.ndarray) -> list[AudioResult]:
@@ -136,12 +141,7 @@ class AudioEncoder(Pipeline):
         for i, a in enumerate(audio):
             name = _label(a, i)
             feed = self.features(a, name)
-            spec = graph.inputs[0]
-            min_len = self.manifest.extra.get("min_input_length")
-            if min_len and feed.shape[-1] < min_len:
-                raise InputError(f"{name}: too short for this model ({feed.shape[-1]} < {min_len} "
-                                 f"{'samples' if feed.ndim == 2 else 'frames'})")
-            out = {k: v[0] for k, v in session.run({spec.name: feed}).items()}
+            out = {k: v[0] for k, v in session.run({graph.inputs[0].name: feed}).items()}
             label, score = self._top1(out)
             results.append(AudioResult(name, out, label, score))
         return results
