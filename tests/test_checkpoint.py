@@ -467,3 +467,23 @@ def test_vocab_size_mismatch(tutorial, tmp_path):
 def test_bad_word_map_is_a_checkpoint_error(tutorial, tmp_path):
     with pytest.raises(CheckpointError, match="word map not found"):
         load_captioner(tutorial.ckpt, tmp_path / "missing.json")
+
+
+def test_cli_exports_a_tutorial_checkpoint_with_parity(tutorial, tmp_path):
+    """`mmedge export captioner --checkpoint --word-map` -> an artifact that passes parity."""
+    from typer.testing import CliRunner
+
+    from mmedge.cli import app
+    from mmedge.runtime import load
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", "captioner", "--checkpoint", str(tutorial.ckpt), "--word-map",
+                              str(tutorial.word_map), "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    art = Path(json.loads(res.stdout)["artifacts"][0])
+    assert art.name == "captioner-checkpoint-onnx-fp32"
+    cap = load(art)
+    assert cap.vocab.word_map == tutorial.vocab.word_map
+    res = runner.invoke(app, ["parity", "--artifact", str(art), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["ok"] is True

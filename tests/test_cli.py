@@ -1,0 +1,144 @@
+"""The command line: --json contracts, exit codes, one-line errors, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmedge.cli import app
+from mmedge.models import zoo
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, res.stdout, res.stderr
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("cli")
+    arts = {}
+    for name in zoo.names():
+        code, stdout, stderr = run("export", name, "--format", "onnx", "--out", str(out), "--json")
+        assert code == 0, stderr
+        arts[name] = Path(json.loads(stdout)["artifacts"][0])
+    return arts
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    p = tmp_path / "scene.png"
+    Image.fromarray((np.random.default_rng(1).random((48, 64, 3)) * 255).astype(np.uint8)).save(p)
+    return p
+
+
+def test_help_lists_every_command() -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    for cmd in ("demo", "export", "caption", "embed", "refocus", "parity", "eval", "profile", "package"):
+        assert cmd in out
+
+
+def test_models_json() -> None:
+    code, out, _ = run("models", "--json")
+    doc = json.loads(out)
+    names = [m["name"] for m in doc["models"]]
+    assert code == 0 and names == sorted(["captioner", "soundnet", "voice-encoder", "refocus"])
+    cap = next(m for m in doc["models"] if m["name"] == "captioner")
+    assert cap["graphs"]["decoder_step"]["outputs"] == ["log_probs", "h_next", "c_next", "alpha"]
+
+
+def test_export_writes_one_artifact_per_model(exported: dict[str, Path]) -> None:
+    for name, art in exported.items():
+        assert art.name == f"{name}-tiny-onnx-fp32"
+        assert (art / "manifest.json").is_file()
+        assert not [p for p in art.parent.iterdir() if p.name.startswith(".")], "temp dirs left behind"
+
+
+def test_caption_json_and_attention_png(exported: dict[str, Path], image: Path, tmp_path: Path) -> None:
+    png = tmp_path / "att.png"
+    code, out, err = run("caption", str(image), "--artifact", str(exported["captioner"]), "--beam", "3",
+                         "--max-len", "6", "--attention-png", str(png), "--json")
+    assert code == 0, err
+    doc = json.loads(out)  # stdout is exactly one JSON document
+    (r,) = doc["results"]
+    assert r["image"] == str(image) and len(r["tokens"]) <= 6 and r["score"] < 0
+    with Image.open(png) as im:
+        steps = len(r["tokens"]) + int(r["finished"])
+        assert im.size[0] == min(steps, 5) * 224
+    assert "wrote" in err
+
+
+def test_parity_json(exported: dict[str, Path]) -> None:
+    code, out, _ = run("parity", "--artifact", str(exported["captioner"]), "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"] and doc["beam"]["tokens_equal"] == [True, True]
+
+
+def test_parity_fails_with_exit_1_when_tolerance_is_impossible(exported: dict[str, Path]) -> None:
+    code, out, _ = run("parity", "--artifact", str(exported["soundnet"]), "--tolerance", "1e-12", "--json")
+    assert code == 1 and json.loads(out)["ok"] is False
+
+
+def test_embed_and_refocus(exported: dict[str, Path], image: Path, tmp_path: Path) -> None:
+    from mmedge.runtime.audio import write_wav
+
+    wav = tmp_path / "a.wav"
+    t = np.arange(16000) / 16000
+    write_wav(wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    code, out, err = run("embed", str(wav), "--artifact", str(exported["voice-encoder"]), "--json")
+    assert code == 0, err
+    (r,) = json.loads(out)["results"]
+    assert len(r["embedding"]) == 32 and len(r["logits"]) == 10 and 0 < r["score"] <= 1
+
+    depth = tmp_path / "d.npy"
+    np.save(depth, np.linspace(0.5, 5.0, 48 * 64, dtype=np.float32).reshape(48, 64))
+    dst = tmp_path / "out.png"
+    code, _, err = run("refocus", str(image), "--depth", str(depth), "--artifact", str(exported["refocus"]),
+                       "--near", "0", "--far", "inf", "--out", str(dst))
+    assert code == 0, err
+    with Image.open(image) as a, Image.open(dst) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # everything in focus: unchanged
+
+
+@pytest.mark.parametrize("args, message", [
+    (("caption", "{missing}", "--artifact", "{cap}"), "image not found"),
+    (("caption", "{bad}", "--artifact", "{cap}"), "not an image PIL can read"),
+    (("caption", "{img}", "--artifact", "{nowhere}"), "not an artifact directory"),
+    (("caption", "{img}", "--artifact", "{snd}"), "not a captioner"),
+    (("export", "nosuchmodel"), "unknown model 'nosuchmodel'; valid: captioner"),
+    (("export", "captioner", "--format", "tflite"), "unknown format 'tflite'; valid: onnx"),
+    (("export", "captioner", "--config", "huge"), "unknown config of captioner 'huge'"),
+    (("export", "captioner", "--precision", "int8"), "not built yet"),
+    (("refocus", "{img}", "--depth", "{missing}", "--artifact", "{ref}", "--near", "3", "--far", "1",
+      "--out", "{out}"), "need 0 <= near <= far"),
+    (("embed", "{bad}", "--artifact", "{snd}"), "bad.png"),
+])
+def test_errors_are_one_line(args: tuple[str, ...], message: str, exported: dict[str, Path],
+                             image: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    subst = {"missing": str(tmp_path / "missing.png"), "bad": str(bad), "img": str(image),
+             "cap": str(exported["captioner"]), "snd": str(exported["soundnet"]), "ref": str(exported["refocus"]),
+             "nowhere": str(tmp_path / "nowhere"), "out": str(tmp_path / "o.png")}
+    code, out, err = run(*(a.format(**subst) for a in args))
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mmedge: error: ") and message in lines[0], err
+    assert "Traceback" not in err and out == ""
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_python_dash_m_is_the_same_program() -> None:
+    res = subprocess.run([sys.executable, "-m", "mmedge", "models", "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and json.loads(res.stdout)["models"]
