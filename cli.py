@@ -103,31 +103,49 @@ def export_cmd(
     config: str = typer.Option("tiny", help="tiny | demo | full (see `mmedge models`)."),
     checkpoint: Optional[Path] = typer.Option(None, help="A tutorial BEST_checkpoint_*.pth.tar (captioner)."),
     word_map: Optional[Path] = typer.Option(None, help="The tutorial's WORDMAP_*.json (with --checkpoint)."),
-    calib_data: Optional[Path] = typer.Option(None, help="Folder of calibration images or WAVs (int8)."),
+    calib_data: Optional[Path] = typer.Option(None, help="int8: folder of calibration images or WAVs "
+                                              "(default: the demo generators)."),
+    calib_size: int = typer.Option(64, help="int8: number of calibration samples (drawn with --calib-seed)."),
+    calib_seed: int = typer.Option(0, help="int8: seed for drawing the calibration samples."),
+    calib_method: str = typer.Option("minmax", help="int8: minmax | entropy | percentile."),
+    keep_float: str = typer.Option("Softmax,LogSoftmax", help="int8: node names or op types kept in float "
+                                   "(comma-separated; '' for none)."),
+    dynamic_decoder: bool = typer.Option(False, help="int8: weight-only int8 for the captioner's decoder graphs."),
+    report: bool = typer.Option(True, help="int8: measure fp32 vs int8 accuracy and speed at the end."),
     out: Path = typer.Option(Path("artifacts"), help="Output folder; one artifact directory per format x precision."),
     option: List[str] = typer.Option([], "--option", "-o", help="Exporter option KEY=VALUE (opset=17, "
                                       "simplify=false, exporter=dynamo)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Export MODEL to one artifact directory per format x precision, with test vectors for parity."""
-    from mmedge.export.registry import ExportRequest, export
+    from mmedge.export import registry
 
-    if calib_data is not None and precision != "int8":
-        raise MmedgeError("--calib-data is only used with --precision int8")
+    calib = quant = None
     if precision == "int8":
-        not_built("export --precision int8", "the INT8-calibration issue")
+        from mmedge.calibration.data import CalibSource
+        from mmedge.calibration.recipes import QuantConfig
+
+        calib = CalibSource(calib_data, calib_size, calib_seed)
+        quant = QuantConfig(method=calib_method, keep_float=tuple(k for k in keep_float.split(",") if k),
+                            dynamic_decoder=dynamic_decoder)
+    elif calib_data is not None:
+        raise MmedgeError("--calib-data is only used with --precision int8")
     opts: dict[str, Any] = {}
     for item in option:
         key, sep, value = item.partition("=")
         if not sep:
             raise MmedgeError(f"--option expects KEY=VALUE, got {item!r}")
         opts[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
-    req = ExportRequest(model, [f.strip() for f in format.split(",") if f.strip()], precision, config,
-                        checkpoint, word_map, out, opts)
-    dirs = export(req, log=err)
+    req = registry.ExportRequest(model, [f.strip() for f in format.split(",") if f.strip()], precision, config,
+                                 checkpoint, word_map, out, opts, calib, quant, report)
+    dirs = registry.export(req, log=err)
+    reports = list(registry.last_reports) if precision == "int8" else []
     if as_json:
-        emit_json({"artifacts": [str(d) for d in dirs]})
+        emit_json({"artifacts": [str(d) for d in dirs], **({"int8_reports": [r.to_json() for r in reports]}
+                                                          if reports else {})})
     else:
+        for r in reports:
+            err("\n".join(r.rows()))
         for d in dirs:
             print(d)
 
@@ -253,8 +271,9 @@ def parity_cmd(
     else:
         print(f"{artifact} on {report.backend} ({report.precision})")
         for m in report.outputs:
-            print(f"  {'ok  ' if m.ok else 'FAIL'} {m.name:<28} max abs {m.max_abs:.3e}  rel {m.max_rel:.3e}"
-                  f"  (tol {m.tolerance:.3e})")
+            judged = f"(tol {m.tolerance:.3e})" if m.cosine is None else \
+                f"cosine {m.cosine:.5f} (min {m.tolerance})"
+            print(f"  {'ok  ' if m.ok else 'FAIL'} {m.name:<28} max abs {m.max_abs:.3e}  rel {m.max_rel:.3e}  {judged}")
         if report.beam:
             b = report.beam
             print(f"  {'ok  ' if b['ok'] else 'FAIL'} beam search k={b['beam']}: tokens equal {b['tokens_equal']},"

@@ -61,6 +61,7 @@ class Mismatch:
     max_rel: float
     tolerance: float
     ok: bool = field(default=False)
+    cosine: float | None = None  # int8: judged by cosine similarity, not max error
 
 
 class ParityError(MmedgeError):
@@ -68,7 +69,8 @@ class ParityError(MmedgeError):
 
     def __init__(self, what: str, mismatches: list[Mismatch]) -> None:
         bad = [m for m in mismatches if not m.ok]
-        detail = "; ".join(f"{m.name}: max abs {m.max_abs:.3g} > {m.tolerance:.3g}" for m in bad)
+        detail = "; ".join(f"{m.name}: max abs {m.max_abs:.3g} > {m.tolerance:.3g}" if m.cosine is None
+                           else f"{m.name}: cosine {m.cosine:.4f} < {m.tolerance:.4f}" for m in bad)
         super().__init__(f"{what}: {len(bad)} output(s) out of tolerance: {detail}")
         self.mismatches = mismatches
 

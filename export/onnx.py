@@ -77,7 +77,7 @@ def _slim(path: Path) -> None:
         onnx.save(slim, str(path))
 
 
-@register_exporter("onnx", packages=("onnx",), extra="torch", precisions=("fp32",), file_ext=".onnx")
+@register_exporter("onnx", packages=("onnx",), extra="torch", precisions=("fp32", "int8"), file_ext=".onnx")
 def export_onnx(ctx: ExportContext, dest: Path) -> list[GraphEntry]:
     return [export_graph(ctx, g, dest / f"{g.name}.onnx") for g in ctx.spec.graphs]
 

@@ -106,6 +106,9 @@ class ExportRequest:
     word_map: Path | None = None
     out: Path = Path("artifacts")
     options: dict[str, Any] = field(default_factory=dict)
+    calib: Any = None  # calibration.data.CalibSource (int8)
+    quant: Any = None  # calibration.recipes.QuantConfig (int8)
+    report: bool = True  # int8: build the accuracy report
 
 
 def build_context(req: ExportRequest) -> ExportContext:
@@ -158,7 +161,74 @@ def test_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
 def export(req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Export one model to every requested format; returns the artifact directories."""
     check_formats(req.formats, req.precision)  # fail before any work
-    return export_context(build_context(req), req.formats, Path(req.out), log)
+    ctx = build_context(req)
+    if req.precision == "int8":
+        return export_int8(ctx, req, log)
+    return export_context(ctx, req.formats, Path(req.out), log)
+
+
+def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> list[Path]:
+    """fp32 ONNX -> calibration data recorded through the runtime -> one int8 artifact per format.
+
+    Every recipe starts from the same fp32 ONNX graphs and the same calibration set,
+    so the backends' int8 builds are comparable. The accuracy report (fp32 vs int8)
+    is stored in the artifact's manifest under extra.int8_report and returned via
+    `last_reports`.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from mmedge.calibration.data import CalibSource, gather
+    from mmedge.calibration.recipes import QuantConfig, recipe
+    from mmedge.runtime.pipelines import load
+
+    calib_src = req.calib or CalibSource()
+    qcfg = req.quant or QuantConfig()
+    recipes = {f: recipe(f) for f in req.formats}  # unknown recipe fails before any work
+    if calib_src.folder is not None:  # folder errors before the (slow) fp32 export
+        from mmedge.calibration.data import list_folder
+
+        list_folder(Path(calib_src.folder), "image" if ctx.spec.pipeline == "captioner" else "audio")
+    fp32_ctx = replace(ctx, precision="fp32")
+    vectors = test_vectors(fp32_ctx)
+    written = []
+    last_reports.clear()
+    with tempfile.TemporaryDirectory(prefix="mmedge-fp32-") as work:
+        fp32_dir = export_context(fp32_ctx, ["onnx"], Path(work), log)[0]
+        fp32 = load(fp32_dir)
+        log(f"calibrating on {calib_src.folder or 'the demo generator'} ({calib_src.size} samples, {qcfg.method})")
+        calib = gather(fp32, calib_src)
+        for fmt, fn in recipes.items():
+            dest = Path(req.out) / artifact_name(ctx, fmt)
+            log(f"quantizing {ctx.spec.name} ({ctx.config_name}) to {fmt} int8 -> {dest}")
+            with atomic_dir(dest) as tmp:
+                graphs = fn(fp32_dir, fp32.manifest, calib, tmp, qcfg)
+                np.savez_compressed(tmp / "test_vectors.npz", **vectors)
+                manifest = Manifest(
+                    model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=fmt,
+                    precision="int8", graphs=graphs, preprocessing=fp32.manifest.preprocessing,
+                    model_config=fp32.manifest.model_config, vocabulary=fp32.manifest.vocabulary,
+                    labels=fp32.manifest.labels, tools=tool_versions("torch", "onnx", "onnxruntime"),
+                    extra={**fp32.manifest.extra, "calibration": {
+                        "data": calib.description, "digest": calib.digest, "method": qcfg.method,
+                        "per_channel": qcfg.per_channel, "keep_float": list(qcfg.keep_float),
+                        "dynamic_decoder": qcfg.dynamic_decoder}},
+                )
+                finish(tmp, manifest)
+                if req.report:
+                    from mmedge.calibration.report import build_report
+
+                    log("measuring int8 vs fp32 (held-out samples, task metric, speed)")
+                    rep = build_report(fp32, load(tmp))
+                    rep.fp32, rep.int8 = "fp32 (onnx)", str(dest)
+                    last_reports.append(rep)
+                    manifest.extra["int8_report"] = rep.to_json()
+                    finish(tmp, manifest)
+            written.append(dest)
+    return written
+
+
+last_reports: list[Any] = []
 
 
 def check_formats(names: list[str], precision: str) -> list[ExporterInfo]:

@@ -1,0 +1,134 @@
+"""ONNX Runtime INT8: static QDQ quantization from the calibration set.
+
+x86 layout by default: uint8 activations, int8 per-channel weights (measured
+2.7x faster than fp32 on ResNet-101 here; int8 activations were not faster).
+Graphs are pre-processed with ORT's quant_pre_process (shape inference and
+optimisation) first. Decoder graphs quantize only their linear layers by
+default, so the recurrent state and the softmaxes stay in float; weight-only
+(dynamic) int8 is the alternative for them. Ranges are cached as ORT's JSON
+calibration cache, keyed by model hash + data digest + method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from mmedge.calibration.data import CalibrationSet
+from mmedge.calibration.recipes import QuantConfig, cache_dir, cache_key, register_recipe
+from mmedge.errors import ExportError
+from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.session import Feeds
+
+DECODER_GRAPHS = ("decoder_init", "decoder_step")
+
+
+class FeedsReader:
+    """ONNX Runtime's CalibrationDataReader over a list of feeds."""
+
+    def __init__(self, feeds: list[Feeds]) -> None:
+        self.feeds = feeds
+        self._it: Iterator[Feeds] = iter(feeds)
+
+    def get_next(self) -> Feeds | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self.feeds[start_index:end_index])
+
+
+def _nodes_to_exclude(model_path: Path, keep: tuple[str, ...]) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    return [n.name for n in model.graph.node if n.name in keep or n.op_type in keep]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger().setLevel(level)
+
+
+def quantize_graph(src: Path, dst: Path, feeds: list[Feeds], cfg: QuantConfig, cache_file: Path,
+                   decoder: bool) -> None:
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="mmedge-quant-") as tmp, _quiet():
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        exclude = _nodes_to_exclude(pre, cfg.keep_float)
+        ops = list(cfg.decoder_ops) if decoder else None
+        if decoder and cfg.dynamic_decoder:
+            quantize_dynamic(str(pre), str(dst), op_types_to_quantize=ops, per_channel=cfg.per_channel,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+            return
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[cfg.method]
+        extra = {"CalibPercentile": cfg.percentile} if cfg.method == "percentile" else {}
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        quantize_static(str(pre), str(dst), FeedsReader(feeds), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=ops, per_channel=cfg.per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=exclude, calibrate_method=method, extra_options=extra,
+                        calibration_cache_path=str(cache_file))
+
+
+@register_recipe("onnx")
+def quantize_onnx_artifact(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, dest: Path,
+                           cfg: QuantConfig) -> list[GraphEntry]:
+    """Write int8 QDQ versions of every graph of an fp32 ONNX artifact into `dest`."""
+    entries = []
+    for g in manifest.graphs:
+        feeds = calib.feeds.get(g.name)
+        if not feeds:
+            raise ExportError(f"no calibration feeds for graph {g.name!r}")
+        cache_file = cache_dir(cfg) / f"ort-{cache_key(manifest.files[g.file], calib, cfg, g.name)}.json"
+        out = dest / g.file
+        try:
+            quantize_graph(fp32_dir / g.file, out, feeds, cfg, cache_file, g.name in DECODER_GRAPHS)
+        except Exception as e:  # ORT's quantizer internals: one line naming the graph
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise ExportError(f"int8 quantization of graph {g.name!r} failed: {msg[:300]}") from e
+        entries.append(GraphEntry(g.name, g.file, g.inputs, g.outputs))
+    return entries
+
+
+def copy_ranges_cache(src: Path, dst: Path) -> None:
+    """Keep the calibration ranges with the artifact (TensorRT's cache is written from them)."""
+    if src.is_file():
+        shutil.copyfile(src, dst)
+
+
+def ranges(cache_file: Path) -> dict[str, tuple[float, float]]:
+    """tensor name -> (min, max) from ORT's JSON calibration cache."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    data = load_tensors_data(cache_file)
+    out = {}
+    for name, tr in data.data.items():
+        lo, hi = (np.asarray(v, dtype=np.float64).reshape(-1) for v in tr.range_value)
+        out[name] = (float(lo.min()), float(hi.max()))
+    return out

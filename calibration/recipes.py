@@ -1,0 +1,84 @@
+"""INT8 recipes, one per target format, registered by name.
+
+A recipe takes the fp32 artifact directory, the calibration set gathered from
+it (calibration/data.py) and a QuantConfig, and writes the int8 model files
+into a destination directory, returning their graph entries. Ranges are cached
+on disk by (model hash, data digest, method) so that exporting for a second
+backend reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mmedge.calibration.data import CalibrationSet
+from mmedge.errors import UnknownNameError
+from mmedge.runtime.manifest import GraphEntry, Manifest
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    method: str = "minmax"
+    per_channel: bool = True
+    # node names or op types kept in float (the decoder's softmaxes by default)
+    keep_float: tuple[str, ...] = ("Softmax", "LogSoftmax")
+    # weight-only (dynamic) int8 for the decoder graphs instead of static QDQ
+    dynamic_decoder: bool = False
+    # op types quantized in the decoder graphs (recurrent state stays float)
+    decoder_ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+    cache_dir: Path | None = None
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UnknownNameError("calibration method", self.method, METHODS)
+
+
+def cache_dir(cfg: QuantConfig) -> Path:
+    if cfg.cache_dir is not None:
+        return Path(cfg.cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mmedge" / "calibration"
+
+
+def cache_key(model_sha256: str, calib: CalibrationSet, cfg: QuantConfig, graph: str) -> str:
+    text = f"{model_sha256}|{calib.digest}|{cfg.method}|{cfg.percentile}|{graph}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+Recipe = Callable[[Path, Manifest, CalibrationSet, Path, QuantConfig], list[GraphEntry]]
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(fmt: str) -> Callable[[Recipe], Recipe]:
+    def deco(fn: Recipe) -> Recipe:
+        _RECIPES[fmt] = fn
+        return fn
+
+    return deco
+
+
+def recipe(fmt: str) -> Recipe:
+    import importlib
+
+    for mod in ("mmedge.calibration.onnxruntime",):
+        importlib.import_module(mod)
+    if fmt not in _RECIPES:
+        raise UnknownNameError("int8 recipe for format", fmt, list(_RECIPES))
+    return _RECIPES[fmt]
+
+
+@dataclass
+class GraphCalibration:
+    """Where one graph's ranges live (the ORT JSON cache) — reused by other recipes."""
+
+    graph: str
+    path: Path
+    hit: bool = False
+    extra: dict = field(default_factory=dict)
