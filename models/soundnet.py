@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from mmedge.data.sounds import CLASSES as SOUND_CLASSES
 from mmedge.models.zoo import GraphSpec, ModelSpec, register
 
 # (kernel, stride, padding) of conv1..conv7, as in SoundNet-8.
@@ -85,6 +86,7 @@ class SoundNetConfig:
     n_scenes: int = 401
     pools: tuple[int, int, int] = (8, 8, 4)  # max-pool after conv1, conv2, conv5
     input_scale: float = 256.0  # waveform [-1, 1] -> SoundNet's [-256, 256]
+    labels: tuple[str, ...] | None = None  # class names of the `objects` head (trained configs)
     min_samples: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +105,10 @@ CONFIGS: dict[str, SoundNetConfig] = {
     # Pools of 2 instead of 8/8/4 make ~1 s at 8 kHz long enough for conv8.
     "tiny": SoundNetConfig(sample_rate=8000, widths=(2, 4, 8, 16, 32, 64, 128),
                            n_objects=10, n_scenes=5, pools=(2, 2, 2)),
+    # Trained on the synthetic sounds of mmedge.data.sounds (weights shipped): 16 kHz, pools of 2
+    # (min_samples 6,422 = 0.4 s), the `objects` head classifies the ten sound classes.
+    "demo": SoundNetConfig(sample_rate=16000, widths=(16, 32, 32, 64, 64, 128, 128),
+                           n_objects=len(SOUND_CLASSES), n_scenes=2, pools=(2, 2, 2), labels=SOUND_CLASSES),
     "full": SoundNetConfig(),
 }
 
@@ -156,6 +162,8 @@ SPEC = register(ModelSpec(
     ),
     preprocessing=_preprocessing,
     manifest_extra=lambda cfg: {"class_output": "objects", "min_samples": cfg.min_samples},
+    labels=lambda cfg: list(cfg.labels) if cfg.labels else None,
+    weights={"demo": "soundnet-demo.pt"},
     description="SoundNet-8: 1-D conv encoder on the raw waveform; object/scene logits and conv7 embedding, "
                 "averaged over time",
 ))

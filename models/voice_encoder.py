@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from mmedge.data.sounds import CLASSES as SOUND_CLASSES
 from mmedge.models.zoo import GraphSpec, ModelSpec, register
 
 _WINDOWS = {"hann": torch.hann_window, "hamming": torch.hamming_window}
@@ -48,6 +49,7 @@ class VoiceEncoderConfig:
     embed_dim: int = 4096
     n_classes: int = 10
     example_seconds: float = 1.0
+    labels: tuple[str, ...] | None = None  # class names of the `logits` head (trained configs)
 
     def __post_init__(self) -> None:
         if self.window not in _WINDOWS:
@@ -86,6 +88,10 @@ class VoiceEncoderConfig:
 
 CONFIGS: dict[str, VoiceEncoderConfig] = {
     "tiny": VoiceEncoderConfig(channels=(4, 8, 8), pools=((2, 2), (2, 2), (2, 2)), embed_dim=32, n_classes=10),
+    # Trained on the synthetic sounds of mmedge.data.sounds (weights shipped): a small VGG whose
+    # classifier head names the ten sound classes.
+    "demo": VoiceEncoderConfig(channels=(16, 16, 32, 32, 64), pools=((2, 2), (2, 2), (2, 2), (2, 2), (2, 1)),
+                               embed_dim=128, n_classes=len(SOUND_CLASSES), labels=SOUND_CLASSES),
     "full": VoiceEncoderConfig(),
 }
 
@@ -155,6 +161,8 @@ SPEC = register(ModelSpec(
     ),
     preprocessing=_preprocessing,
     manifest_extra=lambda cfg: {"class_output": "logits", "min_samples": cfg.min_samples},
+    labels=lambda cfg: list(cfg.labels) if cfg.labels else None,
+    weights={"demo": "voice-encoder-demo.pt"},
     description="Speech2Face-style voice encoder: power-law STFT (front-end in the runtime) -> VGG CNN, "
                 "mean over time, embedding + classifier",
 ))
