@@ -90,9 +90,21 @@ def models_cmd(as_json: bool = JsonOpt) -> None:
 
 
 @command("demo")
-def demo_cmd(as_json: bool = JsonOpt) -> None:
+def demo_cmd(
+    out: Path = typer.Option(Path("mmedge-demo"), help="Where the artifacts and the refocused photo go."),
+    int8: bool = typer.Option(True, help="Also build and run int8 artifacts (calibrated on generated data)."),
+    as_json: bool = JsonOpt,
+) -> None:
     """The main job: export the demo models to every backend here, check parity, run examples, time them."""
-    not_built("demo", "needs the ONNX-and-runtime and demo-models issues")
+    from mmedge.demo import print_demo, run_demo
+
+    res = run_demo(out, int8=int8, log=err)
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        print_demo(res)
+    if not all(a["parity_ok"] for a in res.artifacts):
+        raise typer.Exit(1)
 
 
 @command("export")
@@ -283,9 +295,50 @@ def parity_cmd(
 
 
 @command("eval")
-def eval_cmd(model: str, artifact: Path = typer.Option(...), as_json: bool = JsonOpt) -> None:
-    """Task metric (BLEU-1..4, top-1) on the held-out demo data."""
-    not_built("eval", "the demo-models issue")
+def eval_cmd(
+    model: str = typer.Argument(..., help="captioner | soundnet | voice-encoder"),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", "-a", help="Evaluate this artifact through the "
+                                            "runtime (default: the PyTorch reference of --config)."),
+    config: str = typer.Option("demo", help="Config of the PyTorch reference (without --artifact)."),
+    backend: Optional[str] = BackendOpt,
+    split: str = typer.Option("test", help="Held-out split of the demo data: test | val."),
+    beam: str = typer.Option("1,3,5", help="Captioner: beam widths to score (comma-separated)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items of the split."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Task metric on the held-out demo data: BLEU-1..4 (captioner), top-1 (audio)."""
+    from mmedge.calibration.evaluate import evaluator
+
+    evaluate = evaluator(model)
+    if artifact is not None:
+        predictor: Any = _load(artifact, backend, None)
+        if predictor.manifest.model != model:
+            raise MmedgeError(f"{artifact}: is a {predictor.manifest.model} artifact, not {model}")
+    elif model == "captioner":
+        from mmedge.calibration.eval_caption import TorchCaptioner
+
+        predictor = TorchCaptioner.from_zoo(config)
+    else:
+        from mmedge.calibration.eval_audio import TorchAudioPredictor
+
+        predictor = TorchAudioPredictor(model, config)
+    if model == "captioner":
+        try:
+            beams = [int(b) for b in beam.split(",") if b.strip()]
+        except ValueError:
+            raise MmedgeError(f"--beam expects comma-separated integers, got {beam!r}") from None
+        if not beams or min(beams) < 1:
+            raise MmedgeError(f"--beam values must be >= 1, got {beam!r}")
+        results = [evaluate(predictor, split=split, beam=b, limit=limit, progress=not as_json) for b in beams]
+    else:
+        results = [evaluate(predictor, split=split, limit=limit, progress=not as_json)]
+    if as_json:
+        emit_json({"results": [r.to_json() for r in results]})
+        return
+    for r in results:
+        extra = f" beam {r.details['beam']}" if "beam" in r.details else ""
+        metrics = "  ".join(f"{k} {v:.4f}" for k, v in r.metrics.items())
+        print(f"{r.model} ({r.source}) {split}{extra}, {r.samples} samples: {metrics}")
 
 
 @command("profile")

@@ -71,7 +71,7 @@ def _quiet() -> Iterator[None]:
 
 
 def quantize_graph(src: Path, dst: Path, feeds: list[Feeds], cfg: QuantConfig, cache_file: Path,
-                   decoder: bool) -> None:
+                   decoder: bool, ops: list[str] | None) -> None:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -80,7 +80,6 @@ def quantize_graph(src: Path, dst: Path, feeds: list[Feeds], cfg: QuantConfig, c
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         exclude = _nodes_to_exclude(pre, cfg.keep_float)
-        ops = list(cfg.decoder_ops) if decoder else None
         if decoder and cfg.dynamic_decoder:
             quantize_dynamic(str(pre), str(dst), op_types_to_quantize=ops, per_channel=cfg.per_channel,
                              weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
@@ -108,7 +107,8 @@ def quantize_onnx_artifact(fp32_dir: Path, manifest: Manifest, calib: Calibratio
         cache_file = cache_dir(cfg) / f"ort-{cache_key(manifest.files[g.file], calib, cfg, g.name)}.json"
         out = dest / g.file
         try:
-            quantize_graph(fp32_dir / g.file, out, feeds, cfg, cache_file, g.name in DECODER_GRAPHS)
+            quantize_graph(fp32_dir / g.file, out, feeds, cfg, cache_file, g.name in DECODER_GRAPHS,
+                           cfg.ops_for(manifest.pipeline, g.name))
         except Exception as e:  # ORT's quantizer internals: one line naming the graph
             msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise ExportError(f"int8 quantization of graph {g.name!r} failed: {msg[:300]}") from e

@@ -30,10 +30,21 @@ class QuantConfig:
     keep_float: tuple[str, ...] = ("Softmax", "LogSoftmax")
     # weight-only (dynamic) int8 for the decoder graphs instead of static QDQ
     dynamic_decoder: bool = False
-    # op types quantized in the decoder graphs (recurrent state stays float)
-    decoder_ops: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+    # op types to quantize per graph ("<pipeline>/<graph>" or "<graph>"); others: the backend's default.
+    # The captioner's decoder keeps its recurrent state in float; the refocus network quantizes its
+    # blur convolutions only (int8 element-wise masking was slower than fp32 and cost PSNR).
+    op_types: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("decoder_init", ("MatMul", "Gemm")),
+        ("decoder_step", ("MatMul", "Gemm")),
+        ("refocus/model", ("Conv",)),
+    )
     cache_dir: Path | None = None
     percentile: float = 99.999
+
+    def ops_for(self, pipeline: str, graph: str) -> list[str] | None:
+        table = dict(self.op_types)
+        ops = table.get(f"{pipeline}/{graph}", table.get(graph))
+        return list(ops) if ops is not None else None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -50,7 +50,9 @@ class Int8Report:
         if self.task:
             lines.append(f"  {'task metric':<28} {'fp32':>8} {'int8':>10} {'change':>9}")
             for k, v in self.task.items():
-                lines.append(f"  {k:<28} {v['fp32']:>8.4f} {v['int8']:>10.4f} {v['int8'] - v['fp32']:>+9.4f}")
+                change = v["int8"] - v["fp32"]
+                shown = f"{change:>+9.4f}" if np.isfinite(change) else f"{'':>9}"
+                lines.append(f"  {k:<28} {v['fp32']:>8.4f} {v['int8']:>10.4f} {shown}")
         if self.speed:
             lines.append(f"  {'latency':<28} {'fp32 ms':>8} {'int8 ms':>10} {'speed-up':>9}")
             for k, v in self.speed.items():

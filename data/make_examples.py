@@ -1,0 +1,43 @@
+"""Write the bundled examples of `mmedge demo` into data/examples/:
+`python -m mmedge.data.make_examples`.
+
+Scenes and clips come from the test splits of the generators (never trained on):
+four shapes scenes with their reference captions, one clip per sound class, and
+one photo with its depth map (16-bit PNG, millimetres) for refocusing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mmedge.data import depth_scenes, shapes, sounds
+
+HERE = Path(__file__).resolve().parent / "examples"
+SCENE_SEEDS = (0, 1, 2, 3)  # offsets into the test split
+
+
+def main() -> None:
+    (HERE / "scenes").mkdir(parents=True, exist_ok=True)
+    refs = {}
+    test = shapes.split("test")
+    for i in SCENE_SEEDS:
+        scene = shapes.make_scene(test[i])
+        name = f"scene{i}.png"
+        Image.fromarray(scene.image).save(HERE / "scenes" / name, optimize=True)
+        refs[name] = scene.captions
+    (HERE / "scenes" / "captions.json").write_text(json.dumps(refs, indent=1) + "\n")
+    sounds.write_examples(HERE / "sounds")
+    d = depth_scenes.make_depth_scene(test[10])
+    (HERE / "refocus").mkdir(exist_ok=True)
+    Image.fromarray(d.image).save(HERE / "refocus" / "photo.png", optimize=True)
+    Image.fromarray(np.round(d.depth * 1000).astype(np.uint16)).save(HERE / "refocus" / "depth_mm.png")
+    (HERE / "refocus" / "focus.json").write_text(json.dumps({"near": d.near, "far": d.far}) + "\n")
+    print(f"wrote examples under {HERE}")
+
+
+if __name__ == "__main__":
+    main()
