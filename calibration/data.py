@@ -139,8 +139,12 @@ def captioner_feeds(pipe: Captioner, images: list[Any], seed: int, beam: int = 3
 
 
 def audio_feeds(pipe: AudioEncoder, clips: list[Any]) -> dict[str, list[Feeds]]:
+    """One feed per clip, cropped to the shortest clip's length: ORT's entropy and
+    percentile calibrators stack activations across samples, so shapes must agree."""
     graph = pipe.manifest.graphs[0]
-    return {graph.name: [{graph.inputs[0].name: pipe.features(c, str(c))} for c in clips]}
+    feats = [pipe.features(c, c if isinstance(c, (str, Path)) else f"clip {i}") for i, c in enumerate(clips)]
+    n = min(f.shape[-1] for f in feats)
+    return {graph.name: [{graph.inputs[0].name: np.ascontiguousarray(f[..., :n])} for f in feats]}
 
 
 def refocus_feeds(items: list[tuple[np.ndarray, np.ndarray, float, float]]) -> dict[str, list[Feeds]]:
@@ -150,6 +154,33 @@ def refocus_feeds(items: list[tuple[np.ndarray, np.ndarray, float, float]]) -> d
                       "depth": np.ascontiguousarray(depth[None, None].astype(np.float32)),
                       "near": np.array([near], np.float32), "far": np.array([far], np.float32)})
     return {"model": feeds}
+
+
+def preflight(source: "CalibSource", pipeline: str, preprocessing: dict[str, Any], min_samples: int = 0) -> None:
+    """Check a calibration folder before any export work: kind, count, every sample readable."""
+    if source.size < 1:
+        raise InputError(f"--calib-size must be >= 1, got {source.size}")
+    if source.folder is None:
+        return
+    if pipeline == "refocus":
+        raise InputError("refocus calibration uses the generated depth scenes; drop --calib-data")
+    kind = "image" if pipeline == "captioner" else "audio"
+    files = sample(list_folder(Path(source.folder), kind), source.size, source.seed, str(source.folder))
+    if kind == "image":
+        from mmedge.runtime.image import read_image
+
+        for f in files:
+            read_image(f)
+        return
+    from mmedge.runtime import audio as A
+
+    sr = int(preprocessing["sample_rate"])
+    for f in files:
+        x, _ = A.read_wav(f, sample_rate=sr)
+        A.check_audio(x, str(f))
+        if x.shape[0] < min_samples:
+            raise InputError(f"{f}: {x.shape[0] / sr:.3f} s is too short for this model "
+                             f"(needs at least {min_samples / sr:.3f} s)")
 
 
 @dataclass(frozen=True)
@@ -168,7 +199,8 @@ def gather(pipe: Pipeline, source: CalibSource) -> CalibrationSet:
         raise InputError(f"--calib-size must be >= 1, got {source.size}")
     if isinstance(pipe, Captioner):
         if source.folder is not None:
-            items: list[Any] = sample(list_folder(source.folder, "image"), source.size, source.seed, str(source.folder))
+            items: list[Any] = sample(list_folder(Path(source.folder), "image"), source.size, source.seed,
+                                      str(source.folder))
             desc = f"{len(items)} images from {source.folder}"
         else:
             from mmedge.data import shapes
@@ -180,7 +212,7 @@ def gather(pipe: Pipeline, source: CalibSource) -> CalibrationSet:
     elif isinstance(pipe, AudioEncoder):
         sr = int(pipe.preprocessing["sample_rate"])
         if source.folder is not None:
-            items = sample(list_folder(source.folder, "audio"), source.size, source.seed, str(source.folder))
+            items = sample(list_folder(Path(source.folder), "audio"), source.size, source.seed, str(source.folder))
             desc = f"{len(items)} WAV files from {source.folder}"
         else:
             from mmedge.data import sounds

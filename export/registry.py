@@ -185,10 +185,10 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
     calib_src = req.calib or CalibSource()
     qcfg = req.quant or QuantConfig()
     recipes = {f: recipe(f) for f in req.formats}  # unknown recipe fails before any work
-    if calib_src.folder is not None:  # folder errors before the (slow) fp32 export
-        from mmedge.calibration.data import list_folder
+    from mmedge.calibration.data import preflight
 
-        list_folder(Path(calib_src.folder), "image" if ctx.spec.pipeline == "captioner" else "audio")
+    extra = ctx.spec.manifest_extra(ctx.config)
+    preflight(calib_src, ctx.spec.pipeline, ctx.spec.preprocessing(ctx.config), int(extra.get("min_samples", 0)))
     fp32_ctx = replace(ctx, precision="fp32")
     vectors = test_vectors(fp32_ctx)
     written = []

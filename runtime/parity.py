@@ -23,9 +23,11 @@ TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2}
 # sum of 50 log-probs of a ResNet-101 captioner moves by ~1e-5 of its size between two fp32
 # implementations whose encoder outputs agree to 1e-6.
 SCORE_TOLERANCE = 1e-4
-# int8 is judged by task metrics (the export's accuracy report); parity only guards against a
-# broken build: every output's cosine similarity with the fp32 reference must reach this.
-INT8_MIN_COSINE = 0.98
+# int8 is judged by task metrics (the export's accuracy report, on real data); parity only guards
+# against a broken build: every output's cosine similarity with the fp32 reference on the test
+# vectors (random inputs, outside the calibrated ranges) must reach this. A wrong scale or a
+# dropped node gives cosines far below it; good builds measured 0.93-1.0 here.
+INT8_MIN_COSINE = 0.9
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray, rel_tol: float) -> Mismatch:
