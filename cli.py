@@ -127,6 +127,8 @@ def export_cmd(
     out: Path = typer.Option(Path("artifacts"), help="Output folder; one artifact directory per format x precision."),
     option: List[str] = typer.Option([], "--option", "-o", help="Exporter option KEY=VALUE (opset=17, "
                                       "simplify=false, exporter=dynamo)."),
+    target: Optional[str] = typer.Option(None, help="Check the exported graphs against a deployment target "
+                                         "(tensorrt) and fail if incompatible."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Export MODEL to one artifact directory per format x precision, with test vectors for parity."""
@@ -148,6 +150,8 @@ def export_cmd(
         if not sep:
             raise MmedgeError(f"--option expects KEY=VALUE, got {item!r}")
         opts[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
+    if target:
+        opts["target"] = target
     req = registry.ExportRequest(model, [f.strip() for f in format.split(",") if f.strip()], precision, config,
                                  checkpoint, word_map, out, opts, calib, quant, report)
     dirs = registry.export(req, log=err)
@@ -348,9 +352,25 @@ def profile_cmd(artifact: List[Path] = typer.Option(...), as_json: bool = JsonOp
 
 
 @command("package")
-def package_cmd(target: str, artifact: List[Path] = typer.Option(...), out: Path = typer.Option(...)) -> None:
-    """Bundle artifacts for a Jetson board or a phone app."""
-    not_built("package", "the Core ML and TensorRT issues")
+def package_cmd(
+    target: str = typer.Argument(..., help="jetson | mobile"),
+    artifact: List[Path] = typer.Option([], "--artifact", "-a", help="Artifact directories to bundle."),
+    out: Optional[Path] = typer.Option(None, help="The bundle to write (e.g. bundle.tar.gz, app.zip)."),
+    verify: Optional[Path] = typer.Option(None, help="Instead of packaging: re-check an existing bundle."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Bundle artifacts for a Jetson board or a phone app (with test vectors and a manifest)."""
+    from mmedge.export.package import PackageRequest, packager
+
+    fn = packager(target)
+    if verify is None and (not artifact or out is None):
+        raise MmedgeError("package needs --artifact DIR (one or more) and --out PATH, or --verify BUNDLE")
+    opts: dict[str, Any] = {"verify": verify} if verify is not None else {}
+    path = fn(PackageRequest(list(artifact), out or Path(verify or "."), opts))
+    if as_json:
+        emit_json({"bundle": str(path)})
+    else:
+        print(path)
 
 
 def main() -> None:

@@ -77,9 +77,12 @@ def register_recipe(fmt: str) -> Callable[[Recipe], Recipe]:
 
 def recipe(fmt: str) -> Recipe:
     import importlib
+    import importlib.util
 
-    for mod in ("mmedge.calibration.onnxruntime",):
-        importlib.import_module(mod)
+    for name in ("onnxruntime", "openvino", "coreml", "tensorrt"):  # one recipe module per backend
+        mod = f"mmedge.calibration.{name}"
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
     if fmt not in _RECIPES:
         raise UnknownNameError("int8 recipe for format", fmt, list(_RECIPES))
     return _RECIPES[fmt]

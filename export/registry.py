@@ -76,8 +76,18 @@ def register_exporter(name: str, packages: tuple[str, ...], extra: str, precisio
     return deco
 
 
+# Format modules register themselves on import; each imports its heavy package lazily,
+# so a missing package only disables its own format.
+FORMAT_MODULES = ("onnx", "openvino", "coreml", "tensorrt")
+
+
 def _load_builtin() -> None:
-    from mmedge.export import onnx  # noqa: F401  (registers "onnx")
+    import importlib
+
+    for name in FORMAT_MODULES:
+        mod = f"mmedge.export.{name}"
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
 
 
 def exporter(name: str) -> ExporterInfo:

@@ -122,6 +122,9 @@ def register_backend(info: BackendInfo) -> None:
 
 
 register_backend(BackendInfo("onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",)))
+register_backend(BackendInfo("openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",)))
+register_backend(BackendInfo("coreml", "mmedge.runtime.backends.coreml", "coremltools", "coreml", ("coreml",)))
+register_backend(BackendInfo("tensorrt", "mmedge.runtime.backends.tensorrt", "tensorrt", "tensorrt", ("tensorrt",)))
 
 
 def backend_names() -> list[str]:
