@@ -111,7 +111,14 @@ class AudioResult:
 
 
 class AudioEncoder(Pipeline):
-    """WAV/array -> front-end from the manifest (waveform or STFT) -> network."""
+    """WAV/array -> front-end from the manifest (waveform or STFT) -> network.
+
+    Clips longer than `max_seconds` are refused rather than run: the network's
+    activations grow with the length (a 10-minute clip needs GBs), and these
+    encoders summarise a clip, they do not stream.
+    """
+
+    max_seconds: float = 300.0
 
     def features(self, audio: str | Path | np.ndarray, name: str = "audio") -> np.ndarray:
         from mmedge.runtime import audio as A
@@ -125,9 +132,14 @@ class AudioEncoder(Pipeline):
             if x.ndim != 1:
                 raise InputError(f"{name}: expected a mono 1-D waveform, got shape {list(x.shape)}")
         A.check_audio(x, name)
+        sr = int(params["sample_rate"])
+        if not x.any():
+            raise InputError(f"{name}: audio is silent (all samples are zero)")
+        if x.shape[0] > self.max_seconds * sr:
+            raise InputError(f"{name}: {x.shape[0] / sr:.0f} s is longer than the {self.max_seconds:.0f} s this "
+                             f"pipeline accepts; cut it into clips (AudioEncoder.max_seconds)")
         min_samples = int(self.manifest.extra.get("min_samples", 0))
         if x.shape[0] < min_samples:
-            sr = int(params["sample_rate"])
             raise InputError(f"{name}: too short for this model ({x.shape[0] / sr:.3f} s; needs at least "
                              f"{min_samples / sr:.3f} s = {min_samples} samples at {sr} Hz)")
         return A.spectrogram_from_params(x, params)[None].astype(np.float32)

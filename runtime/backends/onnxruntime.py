@@ -32,6 +32,12 @@ class OrtSession(Session):
         except Exception as e:  # ORT raises its own exception types; one line for the user
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
+        got_in = [i.name for i in self.sess.get_inputs()]
+        got_out = [o.name for o in self.sess.get_outputs()]
+        want_in, want_out = [t.name for t in inputs], [t.name for t in outputs]
+        if sorted(got_in) != sorted(want_in) or not set(want_out) <= set(got_out):
+            raise ArtifactError(f"{path}: graph inputs {got_in} / outputs {got_out} do not match the manifest "
+                                f"({want_in} / {want_out}); the file belongs to another model")
         self._binding = self.sess.io_binding()
         self._bound_values: dict[str, Any] = {}
         self._output_names = [o.name for o in outputs]
