@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mmedge.errors import UnknownNameError
+from mmedge.registry import Registry
 
 
 @dataclass
@@ -27,30 +27,7 @@ class EvalResult:
 
 
 Evaluator = Callable[..., EvalResult]
-_EVALUATORS: dict[str, Evaluator] = {}
-
-
-def register_evaluator(model: str) -> Callable[[Evaluator], Evaluator]:
-    def deco(fn: Evaluator) -> Evaluator:
-        _EVALUATORS[model] = fn
-        return fn
-
-    return deco
-
-
-def evaluator(model: str) -> Evaluator:
-    _load_builtin()
-    if model not in _EVALUATORS:
-        raise UnknownNameError("model to evaluate", model, list(_EVALUATORS))
-    return _EVALUATORS[model]
-
-
-def _load_builtin() -> None:
-    import importlib
-
-    for mod in ("mmedge.calibration.eval_caption", "mmedge.calibration.eval_audio"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+EVALUATORS: Registry[Evaluator] = Registry(
+    "model to evaluate", modules=("mmedge.calibration.eval_caption", "mmedge.calibration.eval_audio"))
+register_evaluator = EVALUATORS.register
+evaluator = EVALUATORS.get

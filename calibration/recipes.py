@@ -17,6 +17,7 @@ from typing import Callable
 
 from mmedge.calibration.data import CalibrationSet
 from mmedge.errors import UnknownNameError
+from mmedge.registry import Registry
 from mmedge.runtime.manifest import GraphEntry, Manifest
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -64,28 +65,11 @@ def cache_key(model_sha256: str, calib: CalibrationSet, cfg: QuantConfig, graph:
 
 
 Recipe = Callable[[Path, Manifest, CalibrationSet, Path, QuantConfig], list[GraphEntry]]
-_RECIPES: dict[str, Recipe] = {}
-
-
-def register_recipe(fmt: str) -> Callable[[Recipe], Recipe]:
-    def deco(fn: Recipe) -> Recipe:
-        _RECIPES[fmt] = fn
-        return fn
-
-    return deco
-
-
-def recipe(fmt: str) -> Recipe:
-    import importlib
-    import importlib.util
-
-    for name in ("onnxruntime", "openvino", "coreml", "tensorrt"):  # one recipe module per backend
-        mod = f"mmedge.calibration.{name}"
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
-    if fmt not in _RECIPES:
-        raise UnknownNameError("int8 recipe for format", fmt, list(_RECIPES))
-    return _RECIPES[fmt]
+# one recipe module per backend, keyed by the artifact format it writes
+RECIPES: Registry[Recipe] = Registry("int8 recipe for format", modules=tuple(
+    f"mmedge.calibration.{m}" for m in ("onnxruntime", "openvino", "coreml", "tensorrt")))
+register_recipe = RECIPES.register
+recipe = RECIPES.get
 
 
 @dataclass

@@ -6,13 +6,11 @@ targets (`jetson`, `mobile`) register here by name.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mmedge.errors import UnknownNameError
+from mmedge.registry import Registry
 
 
 @dataclass
@@ -23,22 +21,7 @@ class PackageRequest:
 
 
 Packager = Callable[[PackageRequest], Path]
-_PACKAGERS: dict[str, Packager] = {}
-PACKAGER_MODULES = {"jetson": "mmedge.export.jetson", "mobile": "mmedge.export.mobile"}
-
-
-def register_packager(name: str) -> Callable[[Packager], Packager]:
-    def deco(fn: Packager) -> Packager:
-        _PACKAGERS[name] = fn
-        return fn
-
-    return deco
-
-
-def packager(name: str) -> Packager:
-    mod = PACKAGER_MODULES.get(name)
-    if mod is not None and importlib.util.find_spec(mod) is not None:
-        importlib.import_module(mod)
-    if name not in _PACKAGERS:
-        raise UnknownNameError("package target", name, list(PACKAGER_MODULES))
-    return _PACKAGERS[name]
+PACKAGERS: Registry[Packager] = Registry(
+    "package target", per_name={"jetson": "mmedge.export.jetson", "mobile": "mmedge.export.mobile"})
+register_packager = PACKAGERS.register
+packager = PACKAGERS.get

@@ -20,6 +20,7 @@ import torch
 from mmedge.errors import ExportError, InputError, MissingDependencyError, UnknownNameError
 from mmedge.export.artifact import atomic_dir, config_dict, finish, tool_versions
 from mmedge.models import zoo
+from mmedge.registry import Registry
 from mmedge.runtime.manifest import GraphEntry, Manifest
 from mmedge.runtime.vocab import Vocabulary
 
@@ -64,37 +65,24 @@ class ExporterInfo:
     file_ext: str
 
 
-_EXPORTERS: dict[str, ExporterInfo] = {}
+# Format modules register themselves on import; each imports its heavy package lazily,
+# so a missing package only disables its own format.
+EXPORTERS: Registry[ExporterInfo] = Registry(
+    "format", modules=tuple(f"mmedge.export.{m}" for m in ("onnx", "openvino", "coreml", "tensorrt")))
 
 
 def register_exporter(name: str, packages: tuple[str, ...], extra: str, precisions: tuple[str, ...],
                       file_ext: str) -> Callable[[Exporter], Exporter]:
     def deco(fn: Exporter) -> Exporter:
-        _EXPORTERS[name] = ExporterInfo(name, fn, packages, extra, precisions, file_ext)
+        EXPORTERS.add(name, ExporterInfo(name, fn, packages, extra, precisions, file_ext))
         return fn
 
     return deco
 
 
-# Format modules register themselves on import; each imports its heavy package lazily,
-# so a missing package only disables its own format.
-FORMAT_MODULES = ("onnx", "openvino", "coreml", "tensorrt")
-
-
-def _load_builtin() -> None:
-    import importlib
-
-    for name in FORMAT_MODULES:
-        mod = f"mmedge.export.{name}"
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
-
-
 def exporter(name: str) -> ExporterInfo:
-    _load_builtin()
-    if name not in _EXPORTERS:
-        raise UnknownNameError("format", name, list(_EXPORTERS))
-    info = _EXPORTERS[name]
+    """The exporter of a format; fails naming the extra when its package is missing."""
+    info = EXPORTERS.get(name)
     for pkg in info.packages:
         if importlib.util.find_spec(pkg) is None:
             raise MissingDependencyError(pkg, info.extra, f"--format {name}")
@@ -102,8 +90,7 @@ def exporter(name: str) -> ExporterInfo:
 
 
 def formats() -> list[str]:
-    _load_builtin()
-    return sorted(_EXPORTERS)
+    return EXPORTERS.names()
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mmedge.errors import InputError, UnknownNameError
+from mmedge.registry import Registry
 
 # name -> tensor, in the graph's input order
 Feeds = dict[str, torch.Tensor]
@@ -95,28 +96,18 @@ def load_weights(model: nn.Module, path: Path, what: str) -> None:
         raise InputError(f"{path}: cannot load weights for {what} ({first[:200]})") from None
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+# Importing the model modules runs their register() calls.
+MODELS: Registry[ModelSpec] = Registry(
+    "model", modules=tuple(f"mmedge.models.{m}" for m in ("captioner", "refocus", "soundnet", "voice_encoder")))
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def _load_builtin() -> None:
-    # Importing the model modules runs their register() calls.
-    from mmedge.models import captioner, refocus, soundnet, voice_encoder  # noqa: F401
+    return MODELS.add(spec.name, spec)
 
 
 def get(name: str) -> ModelSpec:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise UnknownNameError("model", name, list(_REGISTRY))
-    return _REGISTRY[name]
+    return MODELS.get(name)
 
 
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return MODELS.names()

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mmedge.errors import InputError, MissingDependencyError, UnknownNameError
+from mmedge.registry import Registry
 from mmedge.runtime.manifest import TensorSpec
 
 Feeds = dict[str, np.ndarray]
@@ -114,11 +115,11 @@ class BackendInfo:
     formats: tuple[str, ...]  # artifact formats it runs
 
 
-_BACKENDS: dict[str, BackendInfo] = {}
+BACKENDS: Registry[BackendInfo] = Registry("backend")
 
 
 def register_backend(info: BackendInfo) -> None:
-    _BACKENDS[info.name] = info
+    BACKENDS.add(info.name, info)
 
 
 register_backend(BackendInfo("onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",)))
@@ -128,27 +129,24 @@ register_backend(BackendInfo("tensorrt", "mmedge.runtime.backends.tensorrt", "te
 
 
 def backend_names() -> list[str]:
-    return sorted(_BACKENDS)
+    return BACKENDS.names()
 
 
 def backend_for_format(fmt: str) -> str:
-    for info in _BACKENDS.values():
+    for name, info in BACKENDS.items():
         if fmt in info.formats:
-            return info.name
-    raise UnknownNameError("artifact format", fmt, sorted({f for i in _BACKENDS.values() for f in i.formats}))
+            return name
+    raise UnknownNameError("artifact format", fmt, sorted({f for _, i in BACKENDS.items() for f in i.formats}))
 
 
 def available(name: str) -> bool:
-    info = _BACKENDS.get(name)
-    return info is not None and importlib.util.find_spec(info.package) is not None
+    return name in BACKENDS and importlib.util.find_spec(BACKENDS.get(name).package) is not None
 
 
 def open_session(backend: str, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
                  **options: Any) -> Session:
     """Create a Session of `backend` for the graph file at `path`."""
-    if backend not in _BACKENDS:
-        raise UnknownNameError("backend", backend, list(_BACKENDS))
-    info = _BACKENDS[backend]
+    info = BACKENDS.get(backend)
     if importlib.util.find_spec(info.package) is None:
         raise MissingDependencyError(info.package, info.extra, f"the {backend} backend")
     module = importlib.import_module(info.module)

@@ -35,7 +35,7 @@ def _run(model: torch.nn.Module, spec: zoo.ModelSpec, feeds: dict[str, torch.Ten
 # ------------------------------------------------------------------------ registry
 def test_registry_lists_the_three_models_with_tiny_and_full() -> None:
     for name, spec in SPECS.items():
-        assert zoo._REGISTRY[name] is spec
+        assert zoo.get(name) is spec
         assert {"tiny", "full"} <= set(spec.configs)
         assert [g.name for g in spec.graphs] == ["model"]
     assert (soundnet.SPEC.pipeline, voice_encoder.SPEC.pipeline, refocus.SPEC.pipeline) == ("audio", "audio", "refocus")
