@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import importlib
 import importlib.util
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ class BackendInfo:
     package: str  # the pip package it needs
     extra: str  # the mmedge extra that installs it
     formats: tuple[str, ...]  # artifact formats it runs
+    platforms: tuple[str, ...] = ()  # sys.platform values it can run on (empty: any)
 
 
 BACKENDS: Registry[BackendInfo] = Registry("backend")
@@ -124,7 +126,8 @@ def register_backend(info: BackendInfo) -> None:
 
 register_backend(BackendInfo("onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",)))
 register_backend(BackendInfo("openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",)))
-register_backend(BackendInfo("coreml", "mmedge.runtime.backends.coreml", "coremltools", "coreml", ("coreml",)))
+register_backend(BackendInfo("coreml", "mmedge.runtime.backends.coreml", "coremltools", "coreml", ("coreml",),
+                             platforms=("darwin",)))
 register_backend(BackendInfo("tensorrt", "mmedge.runtime.backends.tensorrt", "tensorrt", "tensorrt", ("tensorrt",)))
 
 
@@ -140,7 +143,12 @@ def backend_for_format(fmt: str) -> str:
 
 
 def available(name: str) -> bool:
-    return name in BACKENDS and importlib.util.find_spec(BACKENDS.get(name).package) is not None
+    """Installed, and able to run on this platform (Core ML predicts only on macOS)."""
+    if name not in BACKENDS:
+        return False
+    info = BACKENDS.get(name)
+    on_platform = not info.platforms or sys.platform in info.platforms
+    return on_platform and importlib.util.find_spec(info.package) is not None
 
 
 def open_session(backend: str, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
