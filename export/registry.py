@@ -10,6 +10,7 @@ here once, so a backend module holds only what is specific to its format.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -199,7 +200,8 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
             dest = Path(req.out) / artifact_name(ctx, fmt)
             log(f"quantizing {ctx.spec.name} ({ctx.config_name}) to {fmt} int8 -> {dest}")
             with atomic_dir(dest) as tmp:
-                graphs = fn(fp32_dir, fp32.manifest, calib, tmp, qcfg)
+                takes_options = "options" in inspect.signature(fn).parameters  # e.g. TensorRT build options
+                graphs = fn(fp32_dir, fp32.manifest, calib, tmp, qcfg, **({"options": ctx.options} if takes_options else {}))
                 np.savez_compressed(tmp / "test_vectors.npz", **vectors)
                 manifest = Manifest(
                     model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=fmt,

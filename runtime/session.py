@@ -70,8 +70,8 @@ class Session(abc.ABC):
     def bind(self, name: str, array: np.ndarray) -> None:
         """Fix an input for the following runs (step-invariant data: uploaded/wrapped once)."""
         self._check(name, array)
+        self._bind(name, array)  # first: a failed upload must not leave the input marked bound
         self._bound[name] = array
-        self._bind(name, array)
 
     def unbind(self, name: str) -> None:
         self._bound.pop(name, None)

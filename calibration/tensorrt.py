@@ -1,0 +1,315 @@
+"""TensorRT INT8: Q/DQ ONNX in the layout TensorRT fuses, and TensorRT's calibration cache.
+
+Two products of one calibration, both usable from TensorRT 8.5 (JetPack 5) to 11:
+
+- **Q/DQ ONNX** (explicit quantization): int8 per-tensor *symmetric* activations
+  and int8 per-channel symmetric weights, zero points 0 — the only Q/DQ form
+  TensorRT's ONNX parser accepts (ONNX Runtime's x86 layout, uint8 activations
+  with zero points, is refused by it). Weights stay float behind a Q/DQ pair
+  (every TensorRT release parses that), biases stay float (TensorRT has no
+  int32 DequantizeLinear). It is the only int8 input TensorRT 11 takes
+  (strongly typed networks).
+- **Calibration cache** in TensorRT's text format, for `trtexec --int8
+  --calib=FILE` with the fp32 ONNX on TensorRT <= 10 (implicit quantization;
+  the calibrator classes are deprecated since 10.1 and gone in 11). It is the
+  int8 path for Jetson's DLA cores. Header `TRT-<version int>-<calibrator>`,
+  then `tensor: <scale>` with the scale as the big-endian IEEE float32 bit
+  pattern in 8 hex digits; scale = max(|min|, |max|) / 127.
+
+Both come from the same statistics as the ONNX Runtime recipe: the same
+CalibrationSet, the same pre-processing and op types, and ORT's JSON
+calibration cache under the same key (model hash + data digest + method), so a
+model calibrated once for ONNX Runtime is not calibrated again for TensorRT.
+The activation scales in the Q/DQ graph equal the cache's values, except for
+tensors feeding a ReLU, which ORT quantizes with the ReLU's output range (the
+Conv+ReLU fusion TensorRT makes as well).
+
+The recipe registered as `tensorrt` also builds engines (needs a GPU:
+`mmedge.export.tensorrt`); `quantize_artifact()` writes the Q/DQ graphs and
+caches as an int8 *ONNX* artifact without one (ONNX Runtime runs it too),
+which is what a Jetson bundle carries to the board.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from mmedge.calibration.data import CalibrationSet, CalibSource
+from mmedge.calibration.recipes import QuantConfig, cache_dir, cache_key, register_recipe
+from mmedge.errors import ArtifactError, ExportError, InputError
+from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest
+
+# The calibrator `trtexec --calib` reads the cache with (its internal calibrator is an
+# IInt8EntropyCalibrator2): a header naming another algorithm makes TensorRT recalibrate
+# on trtexec's random data instead of using the cache. The statistics themselves are
+# mmedge's (minmax, entropy or percentile ranges), whatever the header says.
+CACHE_CALIBRATOR = "EntropyCalibration2"
+# Header version of the cache files written at export. TensorRT checks it against its own
+# version, so build_engines.sh writes a copy with the board's version before using it.
+CACHE_TRT_VERSION = "8.5.2"  # JetPack 5.1
+CACHE_SUFFIX = ".calib"
+INT8_LAYOUT = "tensorrt"  # manifest extra["int8_layout"] of artifacts quantized here
+
+_HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
+_LINE = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
+
+
+# ------------------------------------------------------------------ calibration cache
+def trt_version_int(version: str) -> int:
+    """TensorRT's NV_TENSORRT_VERSION for "8.5.2" (8502) or "10.3.0" (100300).
+
+    Major < 10: major*1000 + minor*100 + patch; from 10 on: major*10000 + minor*100 + patch.
+    """
+    parts = [int(p) for p in re.findall(r"\d+", version)[:3]]
+    if not parts:
+        raise InputError(f"not a TensorRT version: {version!r} (expected e.g. 8.5.2 or 10.3)")
+    major, minor, patch = (parts + [0, 0])[:3]
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def trt_version_str(number: int) -> str:
+    """Inverse of `trt_version_int`: 8502 -> "8.5.2", 100300 -> "10.3.0"."""
+    if number >= 100000:
+        return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+    return f"{number // 1000}.{number // 100 % 10}.{number % 100}"
+
+
+def scale_of(lo: float, hi: float) -> float:
+    """TensorRT's symmetric int8 scale of a range, rounded to float32."""
+    return float(np.float32(max(abs(lo), abs(hi))) / np.float32(127.0))
+
+
+def cache_scales(ranges: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    """tensor -> scale; tensors with an all-zero range have no scale (TensorRT keeps them in float)."""
+    return {name: scale_of(lo, hi) for name, (lo, hi) in sorted(ranges.items()) if max(abs(lo), abs(hi)) > 0}
+
+
+def format_calibration_cache(ranges: Mapping[str, tuple[float, float]], version: str = CACHE_TRT_VERSION,
+                             calibrator: str = CACHE_CALIBRATOR) -> str:
+    lines = [f"TRT-{trt_version_int(version)}-{calibrator}"]
+    for name, scale in cache_scales(ranges).items():
+        if "\n" in name:
+            raise ExportError(f"tensor name {name!r} cannot be written to a TensorRT calibration cache")
+        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
+    return "\n".join(lines) + "\n"
+
+
+def write_calibration_cache(ranges: Mapping[str, tuple[float, float]], path: Path,
+                            version: str = CACHE_TRT_VERSION, calibrator: str = CACHE_CALIBRATOR) -> Path:
+    """Write TensorRT's text calibration cache for `ranges` (tensor -> (min, max)) atomically."""
+    path = Path(path)
+    text = format_calibration_cache(ranges, version, calibrator)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_calibration_cache(path: Path) -> tuple[str, str, dict[str, float]]:
+    """(TensorRT version, calibrator, tensor -> scale) of a TensorRT text calibration cache."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read a TensorRT calibration cache ({e.__class__.__name__})") from None
+    head = _HEADER.match(lines[0].strip()) if lines else None
+    if head is None:
+        raise InputError(f"{path}: not a TensorRT calibration cache (expected a first line like "
+                         f"TRT-8502-{CACHE_CALIBRATOR})")
+    scales: dict[str, float] = {}
+    for i, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        m = _LINE.match(line.rstrip())
+        if m is None:
+            raise InputError(f"{path}:{i}: expected 'tensor: <8 hex digits>', got {line[:80]!r}")
+        scales[m.group(1)] = struct.unpack(">f", bytes.fromhex(m.group(2)))[0]
+    return trt_version_str(int(head.group(1))), head.group(2), scales
+
+
+def retarget_cache(src: Path, dst: Path, version: str) -> Path:
+    """Copy of a calibration cache whose header carries TensorRT `version` (values unchanged)."""
+    read_calibration_cache(src)  # refuse anything that is not a cache
+    lines = Path(src).read_text(encoding="ascii").splitlines(keepends=True)
+    calibrator = _HEADER.match(lines[0].strip()).group(2)  # type: ignore[union-attr]
+    Path(dst).write_text(f"TRT-{trt_version_int(version)}-{calibrator}\n" + "".join(lines[1:]), encoding="ascii")
+    return Path(dst)
+
+
+# ------------------------------------------------------------------ Q/DQ for TensorRT
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger().setLevel(level)
+
+
+def qdq_extra_options(cfg: QuantConfig) -> dict[str, Any]:
+    """ORT quantizer options for TensorRT's layout."""
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": True,  # zero point 0: the only Q/DQ TensorRT parses
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # TensorRT has no int32 DequantizeLinear; it fuses float biases
+        "AddQDQPairToWeight": True,  # float weight -> Q -> DQ: parsed by every TensorRT from 8.0 on
+    }
+    if cfg.method == "percentile":
+        extra["CalibPercentile"] = cfg.percentile
+    return extra
+
+
+def quantize_graph(src: Path, dst: Path, feeds: list, cfg: QuantConfig, cache_file: Path,
+                   ops: list[str] | None) -> None:
+    """fp32 ONNX -> Q/DQ ONNX for TensorRT, calibrating through (or reading) ORT's JSON cache.
+
+    Same pre-processing and op types as the ONNX Runtime recipe, so both read and write
+    the same cache entry; only the quantized layout differs.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mmedge.calibration.onnxruntime import FeedsReader
+
+    import onnx
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[cfg.method]
+    with tempfile.TemporaryDirectory(prefix="mmedge-trt-quant-") as tmp, _quiet():
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        graph = onnx.load(str(pre), load_external_data=False).graph
+        exclude = [n.name for n in graph.node if n.name in cfg.keep_float or n.op_type in cfg.keep_float]
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        quantize_static(str(pre), str(dst), FeedsReader(feeds), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=ops, per_channel=cfg.per_channel,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=exclude, calibrate_method=method, extra_options=qdq_extra_options(cfg),
+                        calibration_cache_path=str(cache_file))
+
+
+def ranges_cache_file(manifest: Manifest, graph: GraphEntry, calib: CalibrationSet, cfg: QuantConfig) -> Path:
+    """ORT's JSON range cache of a graph: the same file the ONNX Runtime recipe uses."""
+    return cache_dir(cfg) / f"ort-{cache_key(manifest.files[graph.file], calib, cfg, graph.name)}.json"
+
+
+def quantize_tensorrt(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, dest: Path,
+                      cfg: QuantConfig) -> list[GraphEntry]:
+    """Q/DQ ONNX (`<graph>.onnx`) and TensorRT calibration cache (`<graph>.calib`) of every graph."""
+    from mmedge.calibration.onnxruntime import ranges
+
+    if cfg.dynamic_decoder:
+        raise ExportError("--dynamic-decoder (weight-only int8) is an ONNX Runtime option: TensorRT has no "
+                          "dynamic quantization (DynamicQuantizeLinear); drop it for TensorRT")
+    if manifest.format != "onnx" or manifest.precision != "fp32":
+        raise InputError(f"TensorRT int8 starts from an fp32 ONNX artifact, got {manifest.format} "
+                         f"{manifest.precision}")
+    dest.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for g in manifest.graphs:
+        feeds = calib.feeds.get(g.name)
+        if not feeds:
+            raise ExportError(f"no calibration feeds for graph {g.name!r}")
+        cache_file = ranges_cache_file(manifest, g, calib, cfg)
+        out = dest / f"{g.name}.onnx"
+        try:
+            quantize_graph(fp32_dir / g.file, out, feeds, cfg, cache_file, cfg.ops_for(manifest.pipeline, g.name))
+        except Exception as e:  # ORT's quantizer internals: one line naming the graph
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise ExportError(f"TensorRT int8 quantization of graph {g.name!r} failed: {msg[:300]}") from e
+        write_calibration_cache(ranges(cache_file), dest / f"{g.name}{CACHE_SUFFIX}")
+        entries.append(GraphEntry(g.name, out.name, g.inputs, g.outputs))
+    return entries
+
+
+def calibration_extra(calib: CalibrationSet, cfg: QuantConfig, entries: list[GraphEntry]) -> dict[str, Any]:
+    return {"calibration": {"data": calib.description, "digest": calib.digest, "method": cfg.method,
+                            "per_channel": cfg.per_channel, "keep_float": list(cfg.keep_float),
+                            "dynamic_decoder": False},
+            "int8_layout": INT8_LAYOUT,
+            "tensorrt_calibration_cache": {e.name: f"{e.name}{CACHE_SUFFIX}" for e in entries}}
+
+
+def quantize_artifact(fp32_dir: Path, dest: Path, source: CalibSource | None = None,
+                      cfg: QuantConfig | None = None, log: Any = lambda s: None) -> Path:
+    """An int8 ONNX artifact in TensorRT's layout from an fp32 ONNX artifact (no GPU needed).
+
+    Holds the Q/DQ graphs, their TensorRT calibration caches and the fp32 artifact's test
+    vectors; ONNX Runtime runs it too (`mmedge parity` works on it anywhere).
+    """
+    from mmedge.calibration.data import gather
+    from mmedge.export.artifact import atomic_dir, finish, tool_versions
+    from mmedge.runtime.pipelines import load
+
+    fp32_dir, dest = Path(fp32_dir), Path(dest)
+    source, cfg = source or CalibSource(), cfg or QuantConfig()
+    fp32 = load(fp32_dir, "onnxruntime")
+    m = fp32.manifest
+    if m.format != "onnx" or m.precision != "fp32":
+        raise InputError(f"{fp32_dir}: TensorRT int8 starts from an fp32 ONNX artifact, this one is "
+                         f"{m.format} {m.precision}")
+    log(f"calibrating {m.model} ({m.config}) for TensorRT on {source.folder or 'the demo generator'} "
+        f"({source.size} samples, {cfg.method})")
+    calib = gather(fp32, source)
+    with atomic_dir(dest) as tmp:
+        entries = quantize_tensorrt(fp32_dir, m, calib, tmp, cfg)
+        vec = m.extra.get("test_vectors", "test_vectors.npz")
+        if (fp32_dir / vec).is_file():
+            shutil.copyfile(fp32_dir / vec, tmp / vec)
+        manifest = Manifest(model=m.model, config=m.config, pipeline=m.pipeline, format="onnx", precision="int8",
+                            graphs=entries, preprocessing=m.preprocessing, model_config=m.model_config,
+                            vocabulary=m.vocabulary, labels=m.labels,
+                            tools=tool_versions("onnx", "onnxruntime"),
+                            extra={**m.extra, **calibration_extra(calib, cfg, entries)})
+        finish(tmp, manifest)
+    return dest
+
+
+def is_tensorrt_int8(manifest: Manifest) -> bool:
+    return manifest.precision == "int8" and manifest.extra.get("int8_layout") == INT8_LAYOUT
+
+
+def caches_of(artifact_dir: Path) -> dict[str, Path]:
+    """graph -> TensorRT calibration cache of an int8 artifact quantized here."""
+    m = read_manifest(artifact_dir)
+    if not is_tensorrt_int8(m):
+        raise ArtifactError(f"{artifact_dir}: not an int8 artifact in TensorRT's layout")
+    return {g: Path(artifact_dir) / f for g, f in m.extra.get("tensorrt_calibration_cache", {}).items()}
+
+
+@register_recipe("tensorrt")
+def tensorrt_recipe(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, dest: Path, cfg: QuantConfig,
+                    options: Mapping[str, Any] | None = None) -> list[GraphEntry]:
+    """int8 TensorRT artifact: Q/DQ ONNX + caches under onnx/, engines built from them (needs a GPU)."""
+    from mmedge.export import tensorrt as engines
+
+    settings = engines.settings_from_options(dict(options or {}), "int8")
+    engines.require_gpu()  # before any quantization work
+    onnx_dir = dest / engines.ONNX_DIR
+    qdq = quantize_tensorrt(fp32_dir, manifest, calib, onnx_dir, cfg)
+    shapes = engines.example_shapes_from_vectors(fp32_dir / manifest.extra.get("test_vectors", "test_vectors.npz"))
+    fp32_sources = {g.name: fp32_dir / g.file for g in manifest.graphs}
+    return engines.build_artifact_engines(qdq, onnx_dir, dest, manifest, shapes, settings,
+                                          fp32_sources=fp32_sources)
