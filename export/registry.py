@@ -200,8 +200,10 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
             dest = Path(req.out) / artifact_name(ctx, fmt)
             log(f"quantizing {ctx.spec.name} ({ctx.config_name}) to {fmt} int8 -> {dest}")
             with atomic_dir(dest) as tmp:
-                takes_options = "options" in inspect.signature(fn).parameters  # e.g. TensorRT build options
-                graphs = fn(fp32_dir, fp32.manifest, calib, tmp, qcfg, **({"options": ctx.options} if takes_options else {}))
+                params = inspect.signature(fn).parameters  # optional extras a recipe may ask for
+                extra_args = {**({"options": ctx.options} if "options" in params else {}),  # TensorRT build options
+                              **({"ctx": ctx} if getattr(fn, "takes_context", False) else {})}  # Core ML: from torch
+                graphs = fn(fp32_dir, fp32.manifest, calib, tmp, qcfg, **extra_args)
                 np.savez_compressed(tmp / "test_vectors.npz", **vectors)
                 manifest = Manifest(
                     model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=fmt,
@@ -214,7 +216,11 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
                         "dynamic_decoder": qcfg.dynamic_decoder}},
                 )
                 finish(tmp, manifest)
-                if req.report:
+                from mmedge.runtime.session import available, backend_for_format
+
+                if req.report and not available(backend_for_format(fmt)):
+                    log(f"no accuracy report for {fmt}: its backend cannot run on this machine")
+                elif req.report:
                     from mmedge.calibration.report import build_report
 
                     log("measuring int8 vs fp32 (held-out samples, task metric, speed)")

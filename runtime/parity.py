@@ -73,7 +73,10 @@ def check(pipeline: Pipeline, rel_tol: float | None = None) -> ParityReport:
     vec_file = pipeline.root / m.extra.get("test_vectors", "test_vectors.npz")
     if not vec_file.is_file():
         raise ArtifactError(f"{vec_file}: missing; the artifact has no reference outputs to compare with")
-    vectors = np.load(vec_file)
+    vectors = dict(np.load(vec_file))
+    image_vectors = pipeline.root / "image_vectors.npz"  # Core ML image-input builds: real 8-bit images
+    if image_vectors.is_file():
+        vectors.update(np.load(image_vectors))
     tol = rel_tol if rel_tol is not None else TOLERANCE.get(m.precision, 2e-2)
     report = ParityReport(str(pipeline.root), pipeline.backend, m.precision)
     for g in m.graphs:

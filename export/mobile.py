@@ -1,0 +1,566 @@
+"""`mmedge package mobile`: one zip per app, for iOS (Core ML) and Android (ONNX Runtime).
+
+    mmedge package mobile --artifact A [--artifact B ...] --out app.zip
+    mmedge package mobile --verify app.zip
+
+Artifacts: `coreml` ones become `ios/<model>/<graph>.mlpackage`, `onnx` ones are
+converted to ONNX Runtime's mobile format (`android/<model>/<graph>.ort`, with
+`onnxruntime.tools.convert_onnx_models_to_ort`, fixed optimisations for ARM)
+together with the reduced-operator configuration that ORT's build script takes
+(`build.sh --include_ops_by_config android/required_operators_and_types.config
+--enable_reduced_operator_type_support`). Per model the zip holds
+`preprocessing.json`, the vocabulary / labels, for captioners `decoding.json`
+(the beam-search loop spelled out: graphs, which output feeds which input,
+start/end tokens, max length), and `test_vectors/` (raw little-endian arrays
+described in `index.json`: inputs, expected outputs, expected tokens) so an
+app's own implementation can be checked on the device. `manifest.json` lists the
+sha256 of every other file; `README.md` says all this to the app developer.
+
+The zip is written to a temporary file next to `--out` and renamed into place
+(`os.replace`): a failed packaging leaves nothing. Entries are sorted and dated
+1980-01-01; every file is reproducible except the `.ort` files, whose table order
+ONNX Runtime's serializer does not keep from run to run (and so `manifest.json`).
+
+`--verify` extracts safely (absolute paths, `..`, links and oversized archives
+are refused before anything is written), checks every sha256 and that nothing
+unlisted was added, then replays the Android test vectors through
+`mmedge.runtime` (ONNX Runtime reads `.ort` files) with the parity criteria of
+`mmedge parity`, beam-search tokens included; on macOS the iOS packages too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import zipfile
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from mmedge.errors import ArtifactError, InputError, ParityError
+from mmedge.export.package import PackageRequest, register_packager
+from mmedge.runtime.manifest import MANIFEST, GraphEntry, Manifest, TensorSpec, read_manifest, sha256_file
+
+BUNDLE_FORMAT = "mmedge-mobile"
+BUNDLE_VERSION = 1
+FORMATS = {"coreml": "ios", "onnx": "android"}
+ORT_CONFIG = "required_operators_and_types.config"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+MAX_ENTRIES = 100_000
+MAX_UNPACKED = 16 << 30  # bytes; a bigger archive is refused before extraction
+last_reports: list[Any] = []  # parity reports of the last --verify
+
+
+# ============================================================================ building
+def _artifacts(paths: list[Path]) -> dict[str, dict[str, tuple[Path, Manifest]]]:
+    """model -> platform -> (artifact dir, manifest); every problem named before any work."""
+    if not paths:
+        raise InputError("package mobile needs at least one --artifact (onnx and/or coreml)")
+    models: dict[str, dict[str, tuple[Path, Manifest]]] = {}
+    for p in paths:
+        m = read_manifest(p)  # verifies every file's sha256
+        platform = FORMATS.get(m.format)
+        if platform is None:
+            raise InputError(f"{p}: a {m.format} artifact; mobile packages take onnx (Android) and coreml (iOS) "
+                             f"artifacts")
+        per = models.setdefault(m.model, {})
+        if platform in per:
+            raise InputError(f"{p}: a second {m.format} artifact of {m.model} (first: {per[platform][0]}); "
+                             f"one per platform and model")
+        for other_dir, other in per.values():
+            if other.config != m.config:
+                raise InputError(f"{p}: {m.model} config {m.config!r} but {other_dir} is {other.config!r}; "
+                                 f"package one build of each model")
+            _same_vectors(other_dir, other, p, m)
+        per[platform] = (Path(p), m)
+    return models
+
+
+def _vectors(root: Path, m: Manifest) -> dict[str, np.ndarray]:
+    path = root / m.extra.get("test_vectors", "test_vectors.npz")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; the artifact has no test vectors to ship")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _same_vectors(a_dir: Path, a: Manifest, b_dir: Path, b: Manifest) -> None:
+    va, vb = _vectors(a_dir, a), _vectors(b_dir, b)
+    if set(va) != set(vb) or any(va[k].shape != vb[k].shape or not np.array_equal(va[k], vb[k]) for k in va):
+        raise InputError(f"{b_dir}: its reference outputs differ from {a_dir}'s; the artifacts come from "
+                         f"different weights (package the builds of one model)")
+
+
+def convert_to_ort(onnx_dir: Path, out_dir: Path, type_reduction: bool = True) -> Path:
+    """`.onnx` files under onnx_dir -> `.ort` files under out_dir (same layout) + the reduced-ops config."""
+    import logging
+
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs INFO lines to stderr
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log):
+            convert_onnx_models_to_ort(onnx_dir, output_dir=out_dir, optimization_styles=[OptimizationStyle.Fixed],
+                                       target_platform="arm", enable_type_reduction=type_reduction)
+    except Exception as e:  # ORT's converter: one line naming the failing model (it prints which)
+        failing = [ln for ln in log.getvalue().splitlines() if ln.startswith("Error converting")]
+        detail = failing[-1] if failing else (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        raise InputError(f"ONNX Runtime mobile (.ort) conversion failed: {detail[:300]}") from None
+    config = out_dir / (ORT_CONFIG if type_reduction else "required_operators.config")
+    if not config.is_file():
+        raise InputError(f"ONNX Runtime did not write {config.name}")
+    # its comments name the models by absolute (temporary) path: make them bundle-relative
+    prefix = str(out_dir.resolve().parent) + os.sep
+    text = config.read_text(encoding="utf-8").replace(prefix, "")
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def _decoding(model: str, m: Manifest, files: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The beam-search loop of mmedge.runtime.decode, as data for an app developer."""
+    vocab = m.vocabulary or {}
+    step = m.graph("decoder_step")
+    return {
+        "model": model,
+        "graphs": {g: files[g] for g in ("encoder", "decoder_init", "decoder_step")},
+        "start_token": vocab.get("<start>"), "end_token": vocab.get("<end>"), "pad_token": vocab.get("<pad>"),
+        "vocabulary_size": len(vocab), "vocabulary": "vocabulary.json",
+        "beam_size": 3, "max_length": 50, "length_normalisation": False,
+        "tensors": {"step_inputs": [asdict(t) for t in step.inputs], "step_outputs": [asdict(t) for t in step.outputs]},
+        "dtypes": {"prev_word": {"android": "int64", "ios": "int32 (Core ML has no int64 inputs)"},
+                   "everything else": "float32"},
+        "feeds": {
+            "encoder.image": "the preprocessed image (preprocessing.json); iOS: a pixel buffer of the model's size",
+            "decoder_init.features": "encoder.features reshaped from [B, S, S, C] to [B, S*S, C]",
+            "decoder_step.features": "decoder_init's features, one row per live beam (the row of its image)",
+            "decoder_step.att1": "decoder_init.att1, one row per live beam (the row of its image)",
+            "decoder_step.prev_word": "start_token at step 1, then the word each beam chose",
+            "decoder_step.h": "decoder_init.h at step 1, then h_next of the beam's source row",
+            "decoder_step.c": "decoder_init.c at step 1, then c_next of the beam's source row",
+        },
+        "loop": [
+            "features = encoder(image).reshape(B, S*S, C); h, c, att1 = decoder_init(features)",
+            "per image: beams = [[]] (one empty hypothesis), scores = [0.0], k = beam_size, complete = []",
+            "for t in 1..max_length:",
+            "  log_probs, h_next, c_next, alpha = decoder_step(features[rows], att1[rows], prev_word, h, c)",
+            "  per image: candidates = scores[:, None] + log_probs[rows of its beams]  (live beams x vocabulary)",
+            "    take the k best candidates (step 1: from the single row), largest first; source row = index // V,"
+            " word = index % V",
+            "    a candidate whose word is end_token is complete: store (tokens without <end>, score); k -= 1",
+            "    the others stay live: tokens + [word], score",
+            "  stop when every image has k == 0 or t == max_length",
+            "  h, c = h_next[source rows], c_next[source rows]; prev_word = the live words;"
+            " rows follow the source rows",
+            "result per image: the complete hypothesis with the best score; if none completed, the best live one",
+            "caption: the words of the tokens (vocabulary.json maps word -> id), without <start>/<end>/<pad>",
+        ],
+        "scores": "sums of log-probabilities (natural log), <end> included",
+        "reference": "mmedge.runtime.decode.beam_search (numpy); test_vectors/index.json holds expected tokens",
+    }
+
+
+def _write_vectors(dest: Path, vectors: dict[str, np.ndarray], m: Manifest,
+                   image_vectors: dict[str, np.ndarray] | None, vocab: dict[str, int] | None,
+                   precisions: dict[str, str]) -> None:
+    """Raw little-endian arrays + index.json (inputs, expected outputs, expected tokens)."""
+    from mmedge.runtime.parity import TOLERANCE
+
+    dest.mkdir(parents=True)
+    index: dict[str, Any] = {"arrays": {}, "graphs": {}, "precisions": precisions,
+                             "criterion": "per output: max |got - expected| <= tolerance x max |expected| "
+                                          "(int8: cosine similarity >= 0.9)",
+                             "tolerance": dict(TOLERANCE)}
+    sets = {"": vectors, "image.": image_vectors or {}}
+    for prefix, arrays in sets.items():
+        for key in sorted(arrays):
+            arr = np.ascontiguousarray(arrays[key])
+            arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+            name = f"{prefix}{key}.bin"
+            (dest / name).write_bytes(arr.tobytes())
+            index["arrays"][prefix + key] = {"file": name, "dtype": str(arr.dtype.name), "shape": list(arr.shape)}
+    for g in m.graphs:
+        index["graphs"][g.name] = {"inputs": [f"{g.name}.{t.name}" for t in g.inputs],
+                                   "expected": [f"{g.name}.{t.name}" for t in g.outputs]}
+    if "beam.tokens" in vectors:
+        words = {i: w for w, i in (vocab or {}).items()}
+
+        def tokens(v: dict[str, np.ndarray]) -> dict[str, Any]:
+            rows = [[int(t) for t in row if t >= 0] for row in v["beam.tokens"]]
+            return {"images": "beam.image", "beam_size": int(v["beam.settings"][0]),
+                    "max_length": int(v["beam.settings"][1]), "expected_tokens": rows,
+                    "expected_scores": [float(s) for s in v["beam.scores"]],
+                    "expected_captions": [" ".join(words.get(t, "?") for t in r) for r in rows]}
+
+        index["beam_search"] = tokens(vectors)
+        if image_vectors and "beam.tokens" in image_vectors:
+            index["beam_search_on_pixels"] = {**tokens(image_vectors), "images": "image.beam.pixels (uint8 HxWx3)"}
+    (dest / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_vectors(root: Path, folder: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The arrays of a bundle's test_vectors folder: (test vectors, pixel-image vectors)."""
+    base = root / folder
+    index = json.loads((base / "index.json").read_text(encoding="utf-8"))
+    plain: dict[str, np.ndarray] = {}
+    image: dict[str, np.ndarray] = {}
+    for key, d in index["arrays"].items():
+        arr = np.frombuffer((base / d["file"]).read_bytes(), dtype=np.dtype(d["dtype"]).newbyteorder("<"))
+        arr = arr.astype(np.dtype(d["dtype"]), copy=False).reshape(d["shape"])
+        if key.startswith("image."):
+            image[key[len("image."):]] = arr
+        else:
+            plain[key] = arr
+    return plain, image
+
+
+README = """# {title}
+
+Built by mmedge {version} from: {sources}.
+
+## What is here
+
+{layout}
+
+* `manifest.json`: every file with its sha256; `mmedge package mobile --verify <this zip>`
+  re-checks them and replays the Android test vectors through ONNX Runtime.
+* `<model>/preprocessing.json`: what to do to an input before the first graph.
+* `<model>/decoding.json` (captioners): the beam-search loop, step by step: which output feeds which
+  input, start/end tokens, max length. Graph and tensor names are a stable interface.
+* `<model>/test_vectors/`: `index.json` describes raw little-endian arrays (`*.bin`): the inputs of
+  every graph, the expected outputs, and the expected beam-search tokens. Run them through your app's
+  own code on the device and compare with `index.json`'s criterion.
+
+## iOS (Core ML)
+
+Add `ios/<model>/*.mlpackage` to the Xcode project (Xcode compiles them to `.mlmodelc`). Inputs and
+outputs carry descriptions; `user_defined_metadata` holds the preprocessing and the vocabulary.
+The captioner's encoder takes a pixel buffer (RGB, the model's size) unless it was exported with
+`encoder_input=tensor`; `prev_word` is int32 on iOS. Batch axes are flexible.
+
+## Android (ONNX Runtime)
+
+`android/<model>/*.ort` are ONNX Runtime mobile-format models (optimised for ARM, fixed
+optimisations, CPU execution provider). Use them with `onnxruntime-android`, or build a smaller
+runtime that contains only the operators they use:
+
+    ./build.sh --android --minimal_build --include_ops_by_config android/{ort_config} \\
+        --enable_reduced_operator_type_support ...
+"""
+
+
+def _readme(models: dict[str, dict[str, tuple[Path, Manifest]]], ort_config: str | None) -> str:
+    from mmedge.export.artifact import tool_versions
+
+    lines = []
+    for model, per in sorted(models.items()):
+        m = next(iter(per.values()))[1]
+        for platform, (_, pm) in sorted(per.items()):
+            where = "ios" if platform == "ios" else "android"
+            graphs = ", ".join(g.name + (".mlpackage" if platform == "ios" else ".ort") for g in pm.graphs)
+            lines.append(f"* `{where}/{model}/`: {graphs} ({pm.format}, {pm.precision})")
+        extra = ["preprocessing.json", "test_vectors/"]
+        if m.vocabulary is not None:
+            extra += ["vocabulary.json", "decoding.json"]
+        if m.labels:
+            extra.append("labels.json")
+        lines.append(f"* `{model}/`: {', '.join(extra)}")
+    sources = ", ".join(f"{model} ({next(iter(per.values()))[1].config})" for model, per in sorted(models.items()))
+    return README.format(title="mmedge mobile bundle", version=tool_versions()["mmedge"], sources=sources,
+                         layout="\n".join(lines), ort_config=ort_config or ORT_CONFIG)
+
+
+def _stage(models: dict[str, dict[str, tuple[Path, Manifest]]], stage: Path, type_reduction: bool
+           ) -> dict[str, Any]:
+    """Lay out every file of the bundle under `stage`; returns the bundle manifest's `models`."""
+    doc: dict[str, Any] = {}
+    onnx_src = stage.parent / (stage.name + "-onnx")
+    has_android = any("android" in per for per in models.values())
+    for model, per in sorted(models.items()):
+        entry: dict[str, Any] = {}
+        files: dict[str, dict[str, str]] = {}
+        for platform, (root, m) in sorted(per.items()):
+            graphs = []
+            for g in m.graphs:
+                if platform == "ios":
+                    from mmedge.runtime.backends.coreml import package_dir
+
+                    pkg = package_dir(root / g.file)
+                    rel = f"ios/{model}/{g.name}.mlpackage"
+                    shutil.copytree(pkg, stage / rel)
+                else:
+                    src = root / g.file
+                    (onnx_src / model).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, onnx_src / model / f"{g.name}.onnx")
+                    rel = f"android/{model}/{g.name}.ort"
+                files.setdefault(g.name, {})[platform] = rel
+                graphs.append({**asdict(GraphEntry(g.name, rel, g.inputs, g.outputs))})
+            entry[platform] = {"format": m.format, "precision": m.precision, "graphs": graphs}
+            if platform == "ios" and (root / "image_vectors.npz").is_file():
+                entry[platform]["image_input"] = True
+        base = next(iter(per.values()))
+        m = base[1]
+        d = stage / model
+        d.mkdir(parents=True)
+        (d / "preprocessing.json").write_text(json.dumps(_preprocessing_doc(m, per), indent=2, sort_keys=True)
+                                              + "\n", encoding="utf-8")
+        entry.update({"config": m.config, "pipeline": m.pipeline, "preprocessing": f"{model}/preprocessing.json",
+                      "test_vectors": f"{model}/test_vectors", "extra": m.extra, "model_config": m.model_config})
+        if m.vocabulary is not None:
+            (d / "vocabulary.json").write_text(json.dumps(m.vocabulary, indent=1, sort_keys=True, ensure_ascii=False)
+                                               + "\n", encoding="utf-8")
+            entry["vocabulary"] = f"{model}/vocabulary.json"
+        if m.labels:
+            (d / "labels.json").write_text(json.dumps(m.labels, indent=1) + "\n", encoding="utf-8")
+            entry["labels"] = f"{model}/labels.json"
+        if m.pipeline == "captioner":
+            (d / "decoding.json").write_text(json.dumps(_decoding(model, m, files), indent=2) + "\n",
+                                             encoding="utf-8")
+            entry["decoding"] = f"{model}/decoding.json"
+        image = None
+        if "ios" in per and (per["ios"][0] / "image_vectors.npz").is_file():
+            with np.load(per["ios"][0] / "image_vectors.npz") as z:
+                image = {k: z[k] for k in z.files}
+        _write_vectors(d / "test_vectors", _vectors(*base), m, image, m.vocabulary,
+                       {p: pm.precision for p, (_, pm) in per.items()})
+        doc[model] = entry
+    if has_android:
+        config = convert_to_ort(onnx_src, stage / "android", type_reduction)
+        shutil.rmtree(onnx_src, ignore_errors=True)
+        for model, entry in doc.items():
+            if "android" in entry:
+                entry["android"]["ort_config"] = f"android/{config.name}"
+    return doc
+
+
+def _preprocessing_doc(m: Manifest, per: dict[str, tuple[Path, Manifest]]) -> dict[str, Any]:
+    pre = dict(m.preprocessing)
+    doc: dict[str, Any] = {"parameters": pre}
+    kind = pre.get("kind")
+    if kind == "image":
+        size = pre["image_size"]
+        doc["steps"] = [f"decode to RGB (8-bit; grayscale/RGBA converted), resize to {size}x{size} (bilinear)",
+                        f"x = pixel * {pre.get('scale', 1 / 255)}; x = (x - mean) / std per channel "
+                        f"(mean {pre['mean']}, std {pre['std']})",
+                        "layout NCHW float32: [1, 3, H, W]"]
+        if "ios" in per and (per["ios"][0] / "image_vectors.npz").is_file():
+            doc["ios"] = (f"the Core ML encoder takes the {size}x{size} RGB pixel buffer itself; scale, mean and std "
+                          f"are inside the model (only resize)")
+    elif kind == "waveform":
+        doc["steps"] = [f"mono float32 in [-1, 1] at {pre['sample_rate']} Hz (average stereo, resample)",
+                        "shape [1, samples]"]
+    elif kind == "stft_powerlaw":
+        doc["steps"] = [f"mono float32 at {pre['sample_rate']} Hz",
+                        f"STFT: n_fft {pre['n_fft']}, win_length {pre['win_length']}, hop {pre['hop_length']}, "
+                        f"periodic {pre['window']} window, center={pre['center']} ({pre['pad_mode']} padding)",
+                        f"real and imaginary parts each sign(x) * |x|^{pre['power']}; shape [1, 2, n_fft/2+1, frames]",
+                        "reference: mmedge.runtime.audio.spectrogram_from_params"]
+    elif kind == "image_depth":
+        doc["steps"] = ["image: RGB float32 in [0, 1], NCHW [1, 3, H, W]; depth: metres [1, 1, H, W]",
+                        "near, far: [1] float32 metres"]
+    if m.extra.get("min_samples"):
+        doc["min_samples"] = m.extra["min_samples"]
+    return doc
+
+
+def _zip(stage: Path, out: Path) -> None:
+    """Write the staged tree as a zip next to `out`, then rename it into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(stage.rglob("*"), key=lambda q: q.relative_to(stage).as_posix()):
+                if not p.is_file():
+                    continue
+                info = zipfile.ZipInfo(p.relative_to(stage).as_posix(), ZIP_DATE)
+                info.external_attr = (stat.S_IFREG | 0o644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with open(p, "rb") as src, z.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def build(req: PackageRequest) -> Path:
+    out = Path(req.out)
+    if out.suffix.lower() != ".zip":
+        raise InputError(f"{out}: a mobile bundle is a .zip file")
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory; give the zip file to write")
+    models = _artifacts([Path(a) for a in req.artifacts])
+    type_reduction = bool(req.options.get("type_reduction", True))
+    with tempfile.TemporaryDirectory(prefix="mmedge-mobile-") as work:
+        stage = Path(work) / "bundle"
+        stage.mkdir()
+        doc = _stage(models, stage, type_reduction)
+        ort_config = next((e["android"]["ort_config"].split("/")[-1] for e in doc.values() if "android" in e), None)
+        (stage / "README.md").write_text(_readme(models, ort_config), encoding="utf-8")
+        from mmedge.export.artifact import tool_versions
+
+        manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
+                    "tools": tool_versions("onnxruntime", "coremltools"), "models": doc,
+                    "files": {p.relative_to(stage).as_posix(): sha256_file(p)
+                              for p in sorted(stage.rglob("*")) if p.is_file()}}
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _zip(stage, out)
+    return out
+
+
+# ============================================================================ verifying
+def _safe_members(z: zipfile.ZipFile, where: Path) -> list[zipfile.ZipInfo]:
+    """Every entry checked before anything is written: no absolute path, no `..`, no links."""
+    infos = z.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise InputError(f"{where}: {len(infos)} entries; refusing more than {MAX_ENTRIES}")
+    total = 0
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if (name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts
+                or "\x00" in name or not parts):
+            raise InputError(f"{where}: entry {name!r} points outside the bundle (absolute path or '..'); "
+                             f"refusing to extract it")
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (plain file)
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise InputError(f"{where}: entry {name!r} is a link or special file; refusing to extract it")
+        key = PurePosixPath(*parts).as_posix().rstrip("/")
+        if key in seen:
+            raise InputError(f"{where}: entry {name!r} appears twice")
+        seen.add(key)
+        total += info.file_size
+        if total > MAX_UNPACKED:
+            raise InputError(f"{where}: unpacks to more than {MAX_UNPACKED >> 30} GiB; refusing to extract it")
+    return infos
+
+
+def extract(bundle: Path, dest: Path) -> None:
+    try:
+        z = zipfile.ZipFile(bundle)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise InputError(f"{bundle}: not a zip file ({e})") from None
+    with z:
+        for info in _safe_members(z, bundle):
+            target = dest.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with z.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC mismatch, truncation
+                raise ArtifactError(f"{bundle}: {info.filename}: corrupt in the zip ({e})") from None
+
+
+def check_files(root: Path, bundle: Path) -> dict[str, Any]:
+    """The bundle manifest: sha256 of every file, and no unlisted file."""
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{bundle}: no {MANIFEST}; not an mmedge mobile bundle")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{bundle}: {MANIFEST} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+        raise ArtifactError(f"{bundle}: {MANIFEST} is not an mmedge mobile bundle manifest")
+    if not isinstance(doc.get("format_version"), int) or doc["format_version"] > BUNDLE_VERSION:
+        raise ArtifactError(f"{bundle}: bundle format_version {doc.get('format_version')!r} is newer than this "
+                            f"mmedge reads ({BUNDLE_VERSION}); upgrade mmedge")
+    files = doc.get("files")
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{bundle}: {MANIFEST} has no file list")
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {MANIFEST}
+    for rel, digest in sorted(files.items()):
+        p = root / rel
+        if rel not in present:
+            raise ArtifactError(f"{bundle}: {rel}: missing (listed in {MANIFEST})")
+        if sha256_file(p) != digest:
+            raise ArtifactError(f"{bundle}: {rel}: sha256 does not match {MANIFEST} (file changed or truncated)")
+    extra = sorted(present - set(files))
+    if extra:
+        raise ArtifactError(f"{bundle}: {extra[0]}: not listed in {MANIFEST} (file added after packaging)")
+    return doc
+
+
+def _pipeline(root: Path, model: str, entry: dict[str, Any], platform: str, vectors_file: str) -> Any:
+    from mmedge.runtime.pipelines import PIPELINES
+
+    plat = entry[platform]
+    try:
+        graphs = [GraphEntry(g["name"], g["file"], [TensorSpec(**t) for t in g["inputs"]],
+                             [TensorSpec(**t) for t in g["outputs"]]) for g in plat["graphs"]]
+    except (KeyError, TypeError) as e:
+        raise ArtifactError(f"{model}: malformed {platform} graph list in {MANIFEST} ({e})") from None
+    vocab = json.loads((root / entry["vocabulary"]).read_text(encoding="utf-8")) if "vocabulary" in entry else None
+    labels = json.loads((root / entry["labels"]).read_text(encoding="utf-8")) if "labels" in entry else None
+    pre = json.loads((root / entry["preprocessing"]).read_text(encoding="utf-8"))["parameters"]
+    m = Manifest(model=model, config=entry["config"], pipeline=entry["pipeline"], format=plat["format"],
+                 precision=plat["precision"], graphs=graphs, preprocessing=pre, model_config=entry["model_config"],
+                 vocabulary=vocab, labels=labels, extra={**entry.get("extra", {}), "test_vectors": vectors_file})
+    cls = PIPELINES.get(m.pipeline)
+    if cls is None:
+        raise ArtifactError(f"{model}: unknown pipeline {m.pipeline!r} in {MANIFEST}")
+    return cls(root, m, "onnxruntime" if platform == "android" else "coreml")
+
+
+def verify(bundle: Path) -> list[Any]:
+    """Safe extraction, sha256 of every file, then the test vectors through mmedge.runtime."""
+    from mmedge.runtime.parity import check
+
+    bundle = Path(bundle)
+    if not bundle.is_file():
+        raise InputError(f"{bundle}: bundle not found")
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="mmedge-verify-") as work:
+        root = Path(work)
+        extract(bundle, root)
+        doc = check_files(root, bundle)
+        for model, entry in sorted(doc["models"].items()):
+            plain, image = read_vectors(root, entry["test_vectors"])
+            np.savez(root / f".{model}-vectors.npz", **plain)
+            platforms = ["android"] if "android" in entry else []
+            if "ios" in entry and sys.platform == "darwin":
+                import importlib.util
+
+                if importlib.util.find_spec("coremltools") is not None:
+                    np.savez(root / f".{model}-ios-vectors.npz", **{**plain, **image})
+                    platforms.append("ios")
+            for platform in platforms:
+                vec = f".{model}-vectors.npz" if platform == "android" else f".{model}-ios-vectors.npz"
+                rep = check(_pipeline(root, model, entry, platform, vec))
+                rep.artifact = f"{bundle}:{platform}/{model}"
+                reports.append(rep)
+                if not rep.ok:
+                    bad = list(rep.outputs)
+                    if not rep.beam.get("ok", True):
+                        from mmedge.errors import Mismatch
+
+                        bad.append(Mismatch("beam tokens", float(rep.beam.get("max_rel_score_error", 0)), 0.0, 0.0))
+                    raise ParityError(f"{bundle}: {platform}/{model}", bad)
+    return reports
+
+
+@register_packager("mobile")
+def package_mobile(req: PackageRequest) -> Path:
+    verify_path = req.options.get("verify")
+    if verify_path is not None:
+        last_reports[:] = verify(Path(verify_path))
+        for r in last_reports:  # a line per platform and model on stderr (stdout stays for --json)
+            worst = max((m.max_rel for m in r.outputs), default=0.0)
+            beam = f", beam tokens equal {r.beam['tokens_equal']}" if r.beam else ""
+            print(f"{r.artifact}: parity ok ({r.precision}, max rel error {worst:.2e}{beam})", file=sys.stderr)
+        return Path(verify_path)
+    return build(req)
