@@ -345,10 +345,97 @@ def eval_cmd(
         print(f"{r.model} ({r.source}) {split}{extra}, {r.samples} samples: {metrics}")
 
 
+def _profile_ints(option: str, value: str, minimum: int = 1) -> tuple[int, ...]:
+    """'1,4,8' -> (1, 4, 8); a bad list is a one-line error naming the option."""
+    try:
+        items = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise MmedgeError(f"{option} expects comma-separated integers, got {value!r}") from None
+    if not items or min(items) < minimum:
+        raise MmedgeError(f"{option} values must be >= {minimum}, got {value!r}")
+    if len(set(items)) != len(items):
+        raise MmedgeError(f"{option} lists a value twice: {value!r}")
+    return items
+
+
+def _profile_compare(old: Path, new: Path, threshold: float, as_json: bool, markdown: bool) -> None:
+    from mmedge.runtime.profile_render import compare_text
+    from mmedge.runtime.profiler import compare, read_profile
+
+    report = compare(read_profile(old), read_profile(new), threshold)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        print(compare_text(report, markdown=markdown), end="")
+    if report.exit_code:
+        err(f"mmedge: {report.summary()}")
+        raise typer.Exit(report.exit_code)
+
+
 @command("profile")
-def profile_cmd(artifact: List[Path] = typer.Option(...), as_json: bool = JsonOpt) -> None:
-    """Latency per graph and end to end."""
-    not_built("profile", "the profiling issue")
+def profile_cmd(
+    artifact: List[Path] = typer.Option([], "--artifact", "-a", help="Artifact directories to profile "
+                                        "(repeat the option for several: formats x precisions side by side)."),
+    backend: Optional[str] = BackendOpt,
+    runs: int = typer.Option(20, min=1, help="Timed runs per row (after the warm-up)."),
+    warmup: int = typer.Option(3, min=0, help="Untimed runs before timing each row."),
+    batch: str = typer.Option("1", help="Batch sizes, comma-separated (graphs: test vectors tiled; "
+                              "captioner end to end: that many images)."),
+    beam: str = typer.Option("3", help="Captioner: beam widths, comma-separated."),
+    max_len: int = typer.Option(50, min=1, help="Captioner: maximum decoding steps."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Intra-op threads for the backend "
+                                          "(default: the backend's)."),
+    pin: Optional[str] = typer.Option(None, help="Pin the process to these CPUs, e.g. 0 or 2,3 (Linux)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile as one JSON document (schema: "
+                                 "mmedge.runtime.profiler)."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print one CSV line per row."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print Markdown tables."),
+    plot: Optional[Path] = typer.Option(None, help="Write a PNG of the latency distributions "
+                                        "(needs matplotlib, the 'plot' extra of mmedge)."),
+    eval_: bool = typer.Option(False, "--eval", help="Add the task metric on the held-out demo data "
+                               "(BLEU-4 / top-1; demo models)."),
+    eval_limit: Optional[int] = typer.Option(None, min=1, help="--eval: only the first N items of the split."),
+    noise_threshold: float = typer.Option(0.2, help="Flag rows whose (p90 - p10) / p50 exceeds this."),
+    image: Optional[Path] = typer.Option(None, help="Captioner / refocus end to end: this image instead of a "
+                                         "synthetic 640x480 scene."),
+    compare: Optional[tuple[Path, Path]] = typer.Option(None, "--compare", metavar="OLD.json NEW.json",
+                                                        help="Compare two --json profiles row by row "
+                                                        "instead of profiling; exit 1 past --threshold."),
+    threshold: float = typer.Option(0.10, help="--compare: relative p50 increase that fails (0.1 = 10%)."),
+) -> None:
+    """Latency per graph and end to end: load, first inference, p50/p90/p99, throughput, memory, size."""
+    if sum([as_json, as_csv, markdown]) > 1:
+        raise MmedgeError("choose one of --json, --csv, --markdown")
+    if compare is not None:
+        if artifact:
+            raise MmedgeError("--compare takes two JSON files and no --artifact")
+        _profile_compare(compare[0], compare[1], threshold, as_json, markdown)
+        return
+    if not artifact:
+        raise MmedgeError("profile needs --artifact DIR (one or more), or --compare OLD.json NEW.json")
+    from mmedge.runtime import profile_render as render
+    from mmedge.runtime.profiler import ProfileOptions, profile
+
+    if plot is not None:
+        render._matplotlib()  # fail before measuring when matplotlib is missing
+    opts = ProfileOptions(runs=runs, warmup=warmup, batch=_profile_ints("--batch", batch),
+                          beam=_profile_ints("--beam", beam), max_len=max_len, threads=threads,
+                          pin=_profile_ints("--pin", pin, minimum=0) if pin is not None else None, backend=backend,
+                          eval=eval_, eval_limit=eval_limit, noise_threshold=noise_threshold,
+                          image=str(image) if image is not None else None)
+    result = profile(artifact, opts, log=lambda s: err(f"profile: {s}"))
+    if plot is not None:
+        err(f"wrote {render.plot(result, plot)}")
+    if as_json:
+        emit_json(result.to_json())
+    elif as_csv:
+        print(render.to_csv(result), end="")
+    elif markdown:
+        print(render.to_markdown(result), end="")
+    else:
+        print(render.to_text(result), end="")
+    for w in result.warnings:
+        err(f"mmedge: warning: {w}")
 
 
 @command("package")
@@ -373,8 +460,29 @@ def package_cmd(
         print(path)
 
 
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; usage errors become one stderr line too."""
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except typer.Abort:
+        err("mmedge: interrupted")
+        return 130
+    except typer.Exit as e:
+        return int(e.exit_code or 0)
+    except typer.TyperException as e:  # bad option values, missing arguments: one line, not a usage box
+        if type(e).__name__ == "NoArgsIsHelpError":
+            app(args=["--help"], standalone_mode=False)
+            return 0
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        ctx = getattr(e, "ctx", None)
+        cmd = f" {ctx.info_name}" if ctx is not None and ctx.info_name not in (None, "mmedge") else ""
+        err(f"mmedge: error: {msg} (see 'mmedge{cmd} --help')")
+        return int(getattr(e, "exit_code", 2))
+    return rc if isinstance(rc, int) else 0
+
+
 def main() -> None:
-    app()
+    sys.exit(run())
 
 
 if __name__ == "__main__":
