@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmedge.data import shapes
 from mmedge.models.resnet import BackboneConfig, resnet_trunk
 from mmedge.models.zoo import GraphSpec, ModelSpec, register
 from mmedge.runtime.vocab import Vocabulary
@@ -65,6 +66,12 @@ CONFIGS: dict[str, CaptionerConfig] = {
         image_size=64, embed_dim=16, attention_dim=16, decoder_dim=24, vocab_size=23,
     ),
     "full": CaptionerConfig(),
+    # trained on the synthetic shapes scenes (mmedge.data.shapes); weights shipped in models/weights/
+    "demo": CaptionerConfig(
+        backbone=BackboneConfig(layers=(1, 1, 1, 1), widths=(16, 32, 32, 32), stem_width=16),
+        image_size=128, encoded_size=14, embed_dim=64, attention_dim=64, decoder_dim=128,
+        vocab_size=len(shapes.vocabulary_words()) + 4, dropout=0.1, words=shapes.vocabulary_words(),
+    ),
 }
 
 
@@ -306,4 +313,5 @@ SPEC = register(ModelSpec(
     ),
     preprocessing=_preprocessing,
     description="Show, Attend and Tell: ResNet encoder, attention LSTM decoder, beam search in the runtime",
+    weights={"demo": "captioner-demo.pt"},
 ))

@@ -131,10 +131,10 @@ class AudioEncoder(Pipeline):
             x = np.asarray(audio, dtype=np.float32)
             if x.ndim != 1:
                 raise InputError(f"{name}: expected a mono 1-D waveform, got shape {list(x.shape)}")
+        if x.size and not x.any():  # before check_audio, which only warns about silence
+            raise InputError(f"{name}: audio is silent (all samples are zero)")
         A.check_audio(x, name)
         sr = int(params["sample_rate"])
-        if not x.any():
-            raise InputError(f"{name}: audio is silent (all samples are zero)")
         if x.shape[0] > self.max_seconds * sr:
             raise InputError(f"{name}: {x.shape[0] / sr:.0f} s is longer than the {self.max_seconds:.0f} s this "
                              f"pipeline accepts; cut it into clips (AudioEncoder.max_seconds)")
