@@ -23,25 +23,78 @@ import numpy as np
 from mmedge.runtime.manifest import MANIFEST, Manifest, TensorSpec, hash_files
 
 
+def _owner_file(tmp: Path) -> Path:
+    return tmp.parent / f"{tmp.name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(dest: Path) -> None:
+    """Remove temp dirs of earlier exports to `dest` whose process died (a crash, SIGKILL)."""
+    for p in dest.parent.glob(f".{dest.name}.tmp-*"):
+        if not p.is_dir():
+            continue
+        try:
+            pid = int(_owner_file(p).read_text())
+        except (OSError, ValueError):
+            pid = -1
+        if pid != os.getpid() and (pid < 0 or not _alive(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            _owner_file(p).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _swap_lock(dest: Path) -> Iterator[None]:
+    """Serialise the final rename of concurrent exports to the same destination."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: os.replace retry below still keeps artifacts whole
+        yield
+        return
+    with open(dest.parent / f".{dest.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
-    """Yield a temp dir; on success it replaces `dest`, on any failure it is removed."""
+    """Yield a temp dir; on success it replaces `dest` whole, on any failure (an
+    exception, Ctrl-C) it is removed. Temp dirs left by crashed runs are cleaned
+    up by the next run; concurrent exports to one destination never mix files
+    (the last one to finish wins)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    owner = _owner_file(tmp)
+    owner.write_text(str(os.getpid()))
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            os.replace(dest, old / "x")
-        os.replace(tmp, dest)
+        with _swap_lock(dest):
+            old = None
+            if dest.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+                os.replace(dest, old / "x")
+            os.replace(tmp, dest)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        owner.unlink(missing_ok=True)
 
 
 def tool_versions(*packages: str) -> dict[str, str]:
