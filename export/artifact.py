@@ -59,7 +59,12 @@ def _swap_lock(dest: Path) -> Iterator[None]:
     except ImportError:  # Windows: os.replace retry below still keeps artifacts whole
         yield
         return
-    with open(dest.parent / f".{dest.name}.lock", "w") as f:
+    import hashlib
+
+    locks = Path(tempfile.gettempdir()) / "mmedge-locks"  # not beside the artifact: no clutter there
+    locks.mkdir(exist_ok=True)
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:32]
+    with open(locks / f"{key}.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

@@ -37,7 +37,7 @@ def test_sigint_during_export_leaves_nothing(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    assert not [p for p in out.iterdir() if not p.name.endswith(".lock")], list(out.iterdir())
+    assert not list(out.iterdir()), list(out.iterdir())
 
 
 @pytest.mark.slow
@@ -51,7 +51,7 @@ def test_crash_leftovers_are_cleaned_by_the_next_run(tmp_path: Path) -> None:
     assert any(p.name.startswith(".captioner-full-onnx-fp32.tmp-") for p in out.iterdir())
     with atomic_dir(out / "captioner-full-onnx-fp32") as tmp:
         (tmp / "x").write_text("ok")
-    left = sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock"))
+    left = sorted(p.name for p in out.iterdir())
     assert left == ["captioner-full-onnx-fp32"]
 
 
@@ -64,7 +64,7 @@ def test_concurrent_exports_to_one_destination(tmp_path: Path) -> None:
         assert p.returncode == 0, err
     art = out / "captioner-tiny-onnx-fp32"
     read_manifest(art)  # verifies every sha256: one whole artifact, not a mix
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == [art.name]
+    assert sorted(p.name for p in out.iterdir()) == [art.name]
 
 
 def test_written_files_are_not_world_writable(tmp_path: Path) -> None:
