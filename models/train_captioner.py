@@ -1,0 +1,308 @@
+"""Train the demo captioner on the synthetic shapes scenes.
+
+    python -m mmedge.models.train captioner [--epochs N] [--batch-size B] [--lr LR] [--threads T]
+                                            [--out PATH] [--resume CKPT] [--seed S] ...
+
+The recipe of sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning's `train.py`:
+teacher forcing through `DecoderWithAttention.forward`, cross-entropy on the
+packed targets, the doubly stochastic attention regularisation
+`alpha_c * ((1 - alphas.sum(dim=1)) ** 2).mean()`, Adam, gradient clipping by
+value, BLEU-4 (beam 3, the PyTorch reference decoding) on the validation split
+after every epoch, keeping the best. Differences, because the model starts from
+scratch and is small: the encoder is trained from the first epoch with the
+decoder's learning rate (warm-up then cosine decay), and each image is encoded
+once per batch and its features shared by `--captions-per-image` of its five
+references (sampled afresh every epoch).
+
+Every epoch a resumable checkpoint (model, optimizer, epoch, best weights) is
+written atomically to `--checkpoint`; `--resume` continues from one. At the end
+only the best model's `state_dict()` (plain float32 tensors, loadable with
+`torch.load(weights_only=True)`) is written atomically to `--out`, by default the
+shipped `models/weights/captioner-demo.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from mmedge.calibration.eval_caption import TorchCaptioner, caption_scores
+from mmedge.data import shapes
+from mmedge.models import zoo
+from mmedge.models.captioner import CONFIGS, CaptionModel
+
+DEFAULT_OUT = zoo.WEIGHTS_DIR / "captioner-demo.pt"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mmedge.models.train captioner", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", default="demo", choices=sorted(CONFIGS), help="captioner config to train")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument("--captions-per-image", type=int, default=2, choices=range(1, 6), metavar="{1..5}",
+                   help="references per image and step (sampled from the 5 every epoch)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (encoder and decoder)")
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--alpha-c", type=float, default=1.0, help="doubly stochastic attention regularisation")
+    p.add_argument("--grad-clip", type=float, default=5.0, help="clip gradients at this absolute value")
+    p.add_argument("--train-size", type=int, default=None, help="use the first N training scenes")
+    p.add_argument("--val-size", type=int, default=None, help="use the first N validation scenes")
+    p.add_argument("--val-beam", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the final state_dict goes")
+    p.add_argument("--checkpoint", type=Path, default=Path("captioner-demo.ckpt"),
+                   help="resumable checkpoint written after every epoch")
+    p.add_argument("--resume", type=Path, default=None, help="continue from this checkpoint")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="directory to keep the rendered training images in (rendered once, reused)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after the epoch during which this much training time has passed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.threads < 1:
+        p.error("--epochs, --batch-size, --threads must be >= 1 and --lr > 0")
+    return args
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ data
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """The resize of `mmedge.runtime.image.preprocess_image` (PIL bilinear), kept as uint8."""
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+@dataclass
+class Rendered:
+    images: np.ndarray  # [N, size, size, 3] uint8, resized as the runtime does
+    captions: list[list[str]]  # 5 per scene
+
+
+def render_split(split: str, limit: int | None, size: int, cache: Path | None) -> Rendered:
+    """The scenes of a split, rendered once (and kept in `cache` if given)."""
+    seeds = shapes.split(split)[:limit]
+    path = None
+    if cache is not None:  # keyed by the generator's output too, so a changed generator never reuses stale images
+        first = shapes.make_scene(seeds[0])
+        tag = hashlib.sha256(first.image.tobytes() + "|".join(first.captions).encode()).hexdigest()[:12]
+        path = cache / f"shapes-{split}-{len(seeds)}-{size}-{tag}.npz"
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if {"images", "captions"} <= set(z.files):
+                return Rendered(z["images"], [list(c) for c in z["captions"]])
+    t0 = time.time()
+    images = np.empty((len(seeds), size, size, 3), np.uint8)
+    captions = []
+    for i, s in enumerate(seeds):
+        scene = shapes.make_scene(s)
+        images[i] = resize(scene.image, size)
+        captions.append(scene.captions)
+    log(f"rendered {len(seeds)} {split} scenes in {time.time() - t0:.1f} s")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, images=images, captions=np.array(captions))
+        os.replace(tmp, path)
+    return Rendered(images, captions)
+
+
+def encode_captions(captions: list[list[str]], model: CaptionModel) -> tuple[Tensor, Tensor]:
+    """-> ids [N, 5, L+2] (<start> words <end> <pad>...) and lengths [N, 5] (words + 2), the tutorial's layout."""
+    vocab = model.vocab
+    pad = vocab.word_map["<pad>"]
+    encoded = [[[vocab.start, *vocab.encode(c), vocab.end] for c in caps] for caps in captions]
+    longest = max(len(c) for caps in encoded for c in caps)
+    ids = torch.full((len(encoded), len(encoded[0]), longest), pad, dtype=torch.long)
+    lengths = torch.zeros(len(encoded), len(encoded[0]), dtype=torch.long)
+    for i, caps in enumerate(encoded):
+        for j, c in enumerate(caps):
+            ids[i, j, : len(c)] = torch.tensor(c)
+            lengths[i, j] = len(c)
+    return ids, lengths
+
+
+class Normalise:
+    """uint8 NHWC -> float32 NCHW with the runtime's preprocessing (scale, mean, std)."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.scale = float(params.get("scale", 1.0 / 255.0))
+        self.mean = torch.tensor(params["mean"], dtype=torch.float32)
+        self.std = torch.tensor(params["std"], dtype=torch.float32)
+
+    def __call__(self, images: np.ndarray) -> Tensor:
+        x = torch.from_numpy(images if images.flags.writeable else images.copy()).float() * self.scale
+        return ((x - self.mean) / self.std).permute(0, 3, 1, 2).contiguous()
+
+
+# ------------------------------------------------------------------ checkpoints
+def atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plain_state(model: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+# ------------------------------------------------------------------ training
+def train_epoch(model: CaptionModel, opt: torch.optim.Optimizer, images: np.ndarray, ids: Tensor, lengths: Tensor,
+                normalise: Normalise, args: argparse.Namespace, epoch: int, step: int, total_steps: int,
+                progress: bool) -> tuple[float, int]:
+    model.train()
+    rng = np.random.default_rng([args.seed, epoch])
+    order = rng.permutation(len(images))
+    k = args.captions_per_image
+    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+    losses: list[float] = []
+
+    bar = None
+    if progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        bar = Progress(TextColumn(f"epoch {epoch + 1}/{args.epochs}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                       console=Console(stderr=True), transient=True)
+        bar.start()
+        task = bar.add_task("train", total=len(batches), loss=float("nan"))
+    try:
+        for idx in batches:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total_steps, args.lr, args.warmup_steps)
+            x = normalise(images[idx])
+            pick = np.argsort(rng.random((len(idx), ids.shape[1])), axis=1)[:, :k]  # k of the 5 references
+            caps = ids[idx[:, None], pick].reshape(len(idx) * k, -1)
+            caplens = lengths[idx[:, None], pick].reshape(-1, 1)
+            feats = model.encoder(x).repeat_interleave(k, dim=0)  # one encoding shared by the k references
+            scores, caps_sorted, decode_lengths, alphas, _ = model.decoder(feats, caps, caplens)
+            targets = caps_sorted[:, 1:]
+            scores = pack_padded_sequence(scores, decode_lengths, batch_first=True).data
+            targets = pack_padded_sequence(targets, decode_lengths, batch_first=True).data
+            loss = F.cross_entropy(scores, targets)
+            loss = loss + args.alpha_c * ((1.0 - alphas.sum(dim=1)) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.grad_clip:
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p.grad.data.clamp_(-args.grad_clip, args.grad_clip)
+            opt.step()
+            step += 1
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
+    finally:
+        if bar is not None:
+            bar.stop()
+    return float(np.mean(losses)), step
+
+
+def validate(model: CaptionModel, val_images: list[np.ndarray], val_refs: list[list[str]], beam: int
+             ) -> tuple[dict[str, float], list[str]]:
+    predictor = TorchCaptioner(model)  # sets eval mode; preprocesses exactly as the runtime
+    return caption_scores(predictor, val_images, val_refs, beam=beam)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "captioner":
+        argv = argv[1:]
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = CONFIGS[args.config]
+    if cfg.words is None or set(cfg.words) != set(shapes.vocabulary_words()):
+        raise SystemExit(f"config {args.config!r} does not have the shapes vocabulary; train --config demo")
+    model = CaptionModel(cfg)
+    params = zoo.get("captioner").preprocessing(cfg)
+    normalise = Normalise(params)
+    progress = not args.no_progress
+
+    data = render_split("train", args.train_size, cfg.image_size, args.cache)
+    images = data.images
+    ids, lengths = encode_captions(data.captions, model)
+    val_scenes = [shapes.make_scene(s) for s in shapes.split("val")[:args.val_size]]
+    val_images, val_refs = [s.image for s in val_scenes], [s.captions for s in val_scenes]
+
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps_per_epoch = math.ceil(len(images) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    start_epoch, step, best, best_state, history = 0, 0, -1.0, None, []
+    if args.resume is not None:
+        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start_epoch, step, best = int(ckpt["epoch"]) + 1, int(ckpt["step"]), float(ckpt["best_bleu4"])
+        best_state, history = ckpt["best_model"], list(ckpt["history"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        log(f"resumed from {args.resume} after epoch {start_epoch} (best BLEU-4 {best:.4f})")
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"training captioner --config {args.config}: {n_params:,} parameters, {len(images)} scenes, "
+        f"{steps_per_epoch} steps/epoch, {args.threads} thread(s)")
+    t_start = time.time()
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.time()
+        loss, step = train_epoch(model, opt, images, ids, lengths, normalise, args, epoch, step, total_steps, progress)
+        t_train = time.time() - t0
+        metrics, hyps = validate(model, val_images, val_refs, args.val_beam)
+        improved = metrics["bleu4"] > best
+        if improved:
+            best, best_state = metrics["bleu4"], plain_state(model)
+        history.append({"epoch": epoch + 1, "loss": loss, **metrics, "train_s": t_train})
+        log(f"epoch {epoch + 1}/{args.epochs}: loss {loss:.4f}  val BLEU-1..4 "
+            + " ".join(f"{metrics[f'bleu{n}']:.4f}" for n in range(1, 5))
+            + f"  exact {metrics['exact_match']:.3f}  ({t_train:.0f} s train, {time.time() - t0 - t_train:.0f} s val)"
+            + ("  *best*" if improved else ""))
+        log(f"  e.g. {hyps[0]!r}  (ref {val_refs[0][0]!r})")
+        atomic_save({"model": plain_state(model), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+                     "best_bleu4": best, "best_model": best_state, "history": history,
+                     "torch_rng": torch.get_rng_state(), "config": args.config}, args.checkpoint)
+        if args.max_minutes is not None and (time.time() - t_start) / 60.0 >= args.max_minutes:
+            log(f"stopping after epoch {epoch + 1}: --max-minutes {args.max_minutes} reached")
+            break
+    assert best_state is not None
+    atomic_save(best_state, args.out)
+    size = args.out.stat().st_size
+    log(f"wrote {args.out} ({size / 1e6:.2f} MB, best val BLEU-4 {best:.4f}) in {time.time() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
