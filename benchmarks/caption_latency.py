@@ -1,0 +1,581 @@
+#!/usr/bin/env python
+"""End-to-end caption latency: the tutorial's PyTorch-eager pipeline vs mmedge.
+
+The FULL captioner (ResNet-101 encoder at 256x256, decoder 512/512/512/2048,
+9,490 words, seeded random weights) captions one image with beam search k=3
+for exactly 50 decoding steps (`<end>` is made unreachable on the shared
+weights), in two ways, side by side in one process:
+
+1. **tutorial eager** - sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning as
+   written (models.py + caption.py `caption_image_beam_search`), re-implemented
+   here: `nn.AdaptiveAvgPool2d` + permute, a real `nn.LSTMCell`, an Attention
+   that recomputes `encoder_att(encoder_out)` at every step, the encoder output
+   expanded to k rows, `torch.no_grad()`. Only two changes: `//` for the beam
+   indices (the tutorial's `/` no longer runs), and a break after exactly 50
+   steps that ranks the unfinished beams (the tutorial runs 51 steps and crashes
+   when no beam ended).
+2. **mmedge** - the same weights exported once to ONNX (`export_context`), then
+   `mmedge.runtime.load(artifact).caption([path], beam=3, max_len=50)`: read,
+   preprocess, encoder, decoder_init, numpy beam search over decoder_step.
+
+Both must produce the same 50 tokens, or the benchmark fails. Runs are
+interleaved (one warm-up each first); the table reports median and min
+end-to-end latency, a per-stage split and the speed-up eager/mmedge against the
+target (>= 6x). Progress goes to stderr, the table to stdout. The CPU time other
+processes used during the timed runs is measured (/proc/stat); above
+`--max-other-load` the result is reported as inconclusive, because an
+oversubscribed machine slows multi-threaded PyTorch far more than ONNX Runtime
+and so inflates the ratio.
+
+    python benchmarks/caption_latency.py --repeat 5 [--threads T] [--json out.json] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from mmedge.export.registry import ExportContext, export_context
+from mmedge.models import zoo
+from mmedge.models.captioner import IMAGENET_MEAN, IMAGENET_STD, CaptionModel
+from mmedge.models.resnet import BackboneConfig, resnet_trunk
+
+TARGET_SPEEDUP = 6.0
+BEAM = 3
+STEPS = 50
+CONFIG = "full"
+PAUSE_S = 0.25  # between runs, so the other runtime's spinning worker threads go idle
+MAX_OTHER_LOAD = 0.25  # CPUs busy with other processes above which a result is not trusted
+
+
+def log(msg: str) -> None:
+    """Progress message on stderr."""
+    print(f"[caption_latency] {msg}", file=sys.stderr, flush=True)
+
+
+# ===================================================================== the tutorial, eager
+class TutorialEncoder(nn.Module):
+    """models.Encoder: ResNet trunk, AdaptiveAvgPool2d((14, 14)), permute to NHWC."""
+
+    def __init__(self, backbone: BackboneConfig, encoded_image_size: int = 14) -> None:
+        super().__init__()
+        self.enc_image_size = encoded_image_size
+        self.resnet = resnet_trunk(backbone)  # = nn.Sequential(*list(resnet101.children())[:-2])
+        self.adaptive_pool = nn.AdaptiveAvgPool2d((encoded_image_size, encoded_image_size))
+
+    def forward(self, images: Tensor) -> Tensor:
+        out = self.resnet(images)  # (batch_size, 2048, image_size/32, image_size/32)
+        out = self.adaptive_pool(out)  # (batch_size, 2048, 14, 14)
+        return out.permute(0, 2, 3, 1)  # (batch_size, 14, 14, 2048)
+
+
+class TutorialAttention(nn.Module):
+    """models.Attention: `encoder_att(encoder_out)` is recomputed at every call."""
+
+    def __init__(self, encoder_dim: int, decoder_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.encoder_att = nn.Linear(encoder_dim, attention_dim)
+        self.decoder_att = nn.Linear(decoder_dim, attention_dim)
+        self.full_att = nn.Linear(attention_dim, 1)
+        self.relu = nn.ReLU()
+        self.softmax = nn.Softmax(dim=1)
+
+    def forward(self, encoder_out: Tensor, decoder_hidden: Tensor) -> tuple[Tensor, Tensor]:
+        att1 = self.encoder_att(encoder_out)  # (batch_size, num_pixels, attention_dim)
+        att2 = self.decoder_att(decoder_hidden)  # (batch_size, attention_dim)
+        att = self.full_att(self.relu(att1 + att2.unsqueeze(1))).squeeze(2)  # (batch_size, num_pixels)
+        alpha = self.softmax(att)
+        attention_weighted_encoding = (encoder_out * alpha.unsqueeze(2)).sum(dim=1)
+        return attention_weighted_encoding, alpha
+
+
+class TutorialDecoder(nn.Module):
+    """models.DecoderWithAttention (inference parts), with a real `nn.LSTMCell`."""
+
+    def __init__(self, attention_dim: int, embed_dim: int, decoder_dim: int, vocab_size: int,
+                 encoder_dim: int = 2048, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.encoder_dim, self.attention_dim, self.embed_dim = encoder_dim, attention_dim, embed_dim
+        self.decoder_dim, self.vocab_size = decoder_dim, vocab_size
+        self.attention = TutorialAttention(encoder_dim, decoder_dim, attention_dim)
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.dropout = nn.Dropout(p=dropout)
+        self.decode_step = nn.LSTMCell(embed_dim + encoder_dim, decoder_dim, bias=True)
+        self.init_h = nn.Linear(encoder_dim, decoder_dim)
+        self.init_c = nn.Linear(encoder_dim, decoder_dim)
+        self.f_beta = nn.Linear(decoder_dim, encoder_dim)
+        self.sigmoid = nn.Sigmoid()
+        self.fc = nn.Linear(decoder_dim, vocab_size)
+
+    def init_hidden_state(self, encoder_out: Tensor) -> tuple[Tensor, Tensor]:
+        mean_encoder_out = encoder_out.mean(dim=1)
+        return self.init_h(mean_encoder_out), self.init_c(mean_encoder_out)
+
+
+def tutorial_models(model: CaptionModel) -> tuple[TutorialEncoder, TutorialDecoder]:
+    """The tutorial's modules holding a copy of `model`'s weights (same state-dict names)."""
+    cfg = model.config
+    encoder = TutorialEncoder(cfg.backbone, cfg.encoded_size)
+    decoder = TutorialDecoder(cfg.attention_dim, cfg.embed_dim, cfg.decoder_dim, cfg.vocab_size,
+                              cfg.encoder_dim, cfg.dropout)
+    state = model.state_dict()
+    for prefix, module in (("encoder.", encoder), ("decoder.", decoder)):
+        part = {k[len(prefix):]: v.clone() for k, v in state.items() if k.startswith(prefix)}
+        module.load_state_dict(part, strict=True)
+    return encoder.eval(), decoder.eval()
+
+
+@dataclass
+class EagerRun:
+    """One end-to-end eager caption: tokens and seconds per stage."""
+
+    tokens: list[int]
+    score: float
+    total: float
+    preprocess: float
+    encoder: float
+    decoder_init: float
+    decoding: float  # the 50 steps, beam bookkeeping included
+    steps: int
+
+
+def tutorial_preprocess(image_path: Path, size: int = 256) -> Tensor:
+    """caption.py: read, resize to 256x256 (PIL bilinear, as imresize), /255, normalize."""
+    img = np.asarray(Image.open(image_path).convert("RGB"))
+    if len(img.shape) == 2:
+        img = np.concatenate([img[:, :, np.newaxis]] * 3, axis=2)
+    img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    img = img.transpose(2, 0, 1)
+    img = img / 255.
+    img = torch.FloatTensor(img)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)  # transforms.Normalize, in torch ops
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (img - mean) / std  # (3, 256, 256)
+
+
+@torch.no_grad()
+def caption_image_beam_search(encoder: TutorialEncoder, decoder: TutorialDecoder, image_path: Path,
+                              word_map: dict[str, int], beam_size: int = BEAM, max_steps: int = STEPS) -> EagerRun:
+    """caption.py's `caption_image_beam_search`, timed per stage; `//` fix, break after `max_steps`."""
+    t0 = time.perf_counter()
+    k = beam_size
+    vocab_size = len(word_map)
+    image = tutorial_preprocess(image_path)
+    t1 = time.perf_counter()
+
+    # Encode
+    image = image.unsqueeze(0)  # (1, 3, 256, 256)
+    encoder_out = encoder(image)  # (1, enc_image_size, enc_image_size, encoder_dim)
+    enc_image_size = encoder_out.size(1)
+    encoder_dim = encoder_out.size(3)
+    encoder_out = encoder_out.view(1, -1, encoder_dim)  # (1, num_pixels, encoder_dim)
+    num_pixels = encoder_out.size(1)
+    encoder_out = encoder_out.expand(k, num_pixels, encoder_dim)  # (k, num_pixels, encoder_dim)
+    t2 = time.perf_counter()
+
+    k_prev_words = torch.LongTensor([[word_map["<start>"]]] * k)  # (k, 1)
+    seqs = k_prev_words
+    top_k_scores = torch.zeros(k, 1)
+    seqs_alpha = torch.ones(k, 1, enc_image_size, enc_image_size)
+    complete_seqs: list[list[int]] = []
+    complete_seqs_alpha: list[Any] = []
+    complete_seqs_scores: list[Tensor] = []
+
+    step = 1
+    h, c = decoder.init_hidden_state(encoder_out)
+    t3 = time.perf_counter()
+
+    while True:
+        embeddings = decoder.embedding(k_prev_words).squeeze(1)  # (s, embed_dim)
+        awe, alpha = decoder.attention(encoder_out, h)  # (s, encoder_dim), (s, num_pixels)
+        alpha = alpha.view(-1, enc_image_size, enc_image_size)
+        gate = decoder.sigmoid(decoder.f_beta(h))
+        awe = gate * awe
+        h, c = decoder.decode_step(torch.cat([embeddings, awe], dim=1), (h, c))
+        scores = decoder.fc(h)
+        scores = F.log_softmax(scores, dim=1)
+        scores = top_k_scores.expand_as(scores) + scores
+        if step == 1:
+            top_k_scores, top_k_words = scores[0].topk(k, 0, True, True)
+        else:
+            top_k_scores, top_k_words = scores.view(-1).topk(k, 0, True, True)
+        prev_word_inds = top_k_words // vocab_size  # the fix: the tutorial's `/` gives floats
+        next_word_inds = top_k_words % vocab_size
+        seqs = torch.cat([seqs[prev_word_inds], next_word_inds.unsqueeze(1)], dim=1)
+        seqs_alpha = torch.cat([seqs_alpha[prev_word_inds], alpha[prev_word_inds].unsqueeze(1)], dim=1)
+        incomplete_inds = [ind for ind, next_word in enumerate(next_word_inds) if next_word != word_map["<end>"]]
+        complete_inds = list(set(range(len(next_word_inds))) - set(incomplete_inds))
+        if len(complete_inds) > 0:
+            complete_seqs.extend(seqs[complete_inds].tolist())
+            complete_seqs_alpha.extend(seqs_alpha[complete_inds].tolist())
+            complete_seqs_scores.extend(top_k_scores[complete_inds])
+        k -= len(complete_inds)
+        if k == 0:
+            break
+        seqs = seqs[incomplete_inds]
+        seqs_alpha = seqs_alpha[incomplete_inds]
+        h = h[prev_word_inds[incomplete_inds]]
+        c = c[prev_word_inds[incomplete_inds]]
+        encoder_out = encoder_out[prev_word_inds[incomplete_inds]]
+        top_k_scores = top_k_scores[incomplete_inds].unsqueeze(1)
+        k_prev_words = next_word_inds[incomplete_inds].unsqueeze(1)
+        if step >= max_steps:  # the tutorial: `if step > 50` (51 steps)
+            break
+        step += 1
+    t4 = time.perf_counter()
+
+    if not complete_seqs:  # no beam ended: rank the unfinished ones (the tutorial would crash here)
+        complete_seqs = seqs.tolist()
+        complete_seqs_scores = list(top_k_scores.squeeze(1))
+    i = complete_seqs_scores.index(max(complete_seqs_scores))
+    seq = complete_seqs[i]
+    t5 = time.perf_counter()
+    tokens = [t for t in seq[1:] if t != word_map["<end>"]]
+    return EagerRun(tokens, float(complete_seqs_scores[i]), t5 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3, step)
+
+
+# ===================================================================== mmedge
+@dataclass
+class MmedgeRun:
+    """One end-to-end `Captioner.caption()`: tokens and seconds per Session."""
+
+    tokens: list[int]
+    score: float
+    total: float
+    encoder: float
+    decoder_init: float
+    decoding: float  # decoder_step Session time, all steps
+    steps: int
+    rest: float  # read + preprocess + numpy beam bookkeeping + binding
+
+
+def mmedge_caption(cap: Any, image_path: Path) -> MmedgeRun:
+    """`cap.caption([path], beam=3, max_len=50)` end to end, split by the Sessions' timing."""
+    for s in cap.sessions.values():
+        s.timing.calls.clear()
+    t0 = time.perf_counter()
+    res = cap.caption([str(image_path)], beam=BEAM, max_len=STEPS)[0]
+    total = time.perf_counter() - t0
+    enc = cap.sessions["encoder"].timing.total
+    init = cap.sessions["decoder_init"].timing.total
+    step = cap.sessions["decoder_step"].timing
+    return MmedgeRun(list(res.tokens), float(res.score), total, enc, init, step.total, len(step.calls),
+                     total - enc - init - step.total)
+
+
+# ===================================================================== setup
+def build_model() -> CaptionModel:
+    """The full captioner, seed 0, with `<end>` made unreachable (exactly 50 steps)."""
+    model = zoo.get("captioner").create(CONFIG, seed=0)
+    with torch.no_grad():
+        model.decoder.fc.bias[model.vocab.end] = -1e4
+    return model
+
+
+def write_image(path: Path, width: int = 640, height: int = 480) -> Path:
+    """A smooth synthetic scene (sky gradient, sun, hills, a red box) as PNG."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.zeros((height, width, 3), np.float32)
+    sky = y / height
+    img[..., 0], img[..., 1], img[..., 2] = 90 + 80 * sky, 150 + 60 * sky, 235 - 40 * sky
+    sun = np.exp(-(((x - 0.75 * width) ** 2 + (y - 0.2 * height) ** 2) / (2 * (0.06 * width) ** 2)))
+    img += sun[..., None] * np.array([160, 120, 0], np.float32)
+    hill = y > height * (0.62 + 0.08 * np.sin(x / width * 2 * np.pi * 1.5))
+    img[hill] = np.stack([60 + 40 * sky[hill], 130 + 50 * np.cos(x[hill] / 37.0), 50 + 20 * sky[hill]], 1)
+    box = (np.abs(x - 0.3 * width) < 0.08 * width) & (np.abs(y - 0.7 * height) < 0.1 * height)
+    img[box] = (200, 40, 35)
+    noise = np.random.default_rng(0).normal(0, 4, img.shape).astype(np.float32)
+    Image.fromarray(np.clip(img + noise, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def physical_cores() -> int:
+    """Physical cores from /proc/cpuinfo (what ONNX Runtime's default thread pool uses)."""
+    try:
+        pairs, phys, core = set(), None, None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = (s.strip() for s in line.partition(":"))
+            if key == "physical id":
+                phys = val
+            elif key == "core id":
+                core = val
+            elif not line.strip() and core is not None:
+                pairs.add((phys, core))
+                core = None
+        if core is not None:
+            pairs.add((phys, core))
+        return len(pairs) or (os.cpu_count() or 1)
+    except OSError:
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(busy CPU seconds of the whole machine, this process's CPU seconds, wall clock); None off Linux."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+    t = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.monotonic()
+
+
+def other_cpu_load(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
+    """Average number of CPUs kept busy by OTHER processes between two snapshots."""
+    if a is None or b is None or b[2] <= a[2]:
+        return None
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
+
+
+def _load_line(load: float | None, cpus: int | None, limit: float) -> str:
+    if load is None:
+        return "Competing load: unknown (no /proc/stat)."
+    warn = (f" - above the {limit:.2f} limit: the CPUs were shared with other work, latencies are inflated and "
+            "the ratio is distorted (oversubscribed multi-threaded PyTorch slows down far more than ONNX Runtime, "
+            "which inflates the speed-up); rerun on an idle machine.") if load > limit else "."
+    return f"Competing load: other processes kept {load:.2f} of {cpus} CPUs busy on average during the timed runs{warn}"
+
+
+def machine_info(threads: int | None) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    return {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "ort_intra_op_threads": threads if threads else f"default (0: one per physical core = {physical_cores()})",
+        "threads_option": threads,
+    }
+
+
+# ===================================================================== report
+def _stats(runs: list[Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": [{k: v for k, v in asdict(r).items() if k != "tokens"} for r in runs]}
+    totals = [r.total for r in runs]
+    out["median_s"], out["min_s"] = statistics.median(totals), min(totals)
+    for k in keys:
+        out[f"{k}_median_s"] = statistics.median(getattr(r, k) for r in runs)
+    out["per_step_median_s"] = statistics.median(r.decoding / r.steps for r in runs)
+    return out
+
+
+def _ms(s: float | None) -> str:
+    return "-" if s is None else f"{s * 1e3:,.1f}"
+
+
+def render(res: dict[str, Any]) -> str:
+    """The Markdown report."""
+    m, e, o = res["machine"], res["eager"], res["mmedge"]
+    ratio, ratio_min = res["speedup_median"], res["speedup_min"]
+    if not res["valid"]:
+        verdict = "INCONCLUSIVE (machine busy)"
+    else:
+        verdict = "met" if ratio >= TARGET_SPEEDUP else "NOT met"
+    lines = [
+        f"## Caption latency: full captioner (ResNet-101 @256, decoder 512/512/512, vocab {res['vocab_size']:,}), "
+        f"beam {BEAM}, {STEPS} steps forced",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs / {m['physical_cores']} physical cores; "
+        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"onnxruntime {m['onnxruntime']} (intra-op threads: {m['ort_intra_op_threads']}).",
+        _load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"]),
+        f"Repeats: {res['repeat']} per pipeline after 1 warm-up, interleaved. "
+        f"ONNX export (once, not timed below): {res['export_s']:.1f} s.",
+        "",
+        "| pipeline | median e2e (ms) | min e2e (ms) | read+preprocess | encoder | decoder init "
+        f"| {STEPS} decoding steps | per step | rest |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| tutorial eager (PyTorch) | {_ms(e['median_s'])} | {_ms(e['min_s'])} | {_ms(e['preprocess_median_s'])} "
+        f"| {_ms(e['encoder_median_s'])} | {_ms(e['decoder_init_median_s'])} | {_ms(e['decoding_median_s'])} "
+        f"| {_ms(e['per_step_median_s'])} | - |",
+        f"| mmedge (ONNX Runtime) | {_ms(o['median_s'])} | {_ms(o['min_s'])} | in rest "
+        f"| {_ms(o['encoder_median_s'])} | {_ms(o['decoder_init_median_s'])} | {_ms(o['decoding_median_s'])} "
+        f"| {_ms(o['per_step_median_s'])} | {_ms(o['rest_median_s'])} |",
+        f"| **speed-up eager / mmedge** | **{ratio:.2f}x** | {ratio_min:.2f}x | | "
+        f"{e['encoder_median_s'] / o['encoder_median_s']:.2f}x | | "
+        f"{e['decoding_median_s'] / o['decoding_median_s']:.2f}x | "
+        f"{e['per_step_median_s'] / o['per_step_median_s']:.2f}x | |",
+        "",
+        f"Target: >= {TARGET_SPEEDUP:.0f}x end to end (median) - **{verdict}** ({ratio:.2f}x).",
+        f"Same tokens: yes ({len(res['tokens'])} tokens; scores eager {res['score_eager']:.4f}, "
+        f"mmedge {res['score_mmedge']:.4f}).",
+        "",
+        "Columns are medians over the runs. Eager: decoding includes its beam bookkeeping. mmedge: encoder, "
+        "decoder init and decoding steps are Session.run() times; rest = image read + preprocessing + numpy "
+        "beam bookkeeping + feature binding.",
+    ]
+    return "\n".join(lines)
+
+
+# ===================================================================== main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="caption_latency.py",
+        description=(
+            "End-to-end caption latency of the FULL captioner (ResNet-101 @256, 9,490 words, random weights), "
+            f"beam {BEAM}, exactly {STEPS} decoding steps: the tutorial's PyTorch-eager pipeline "
+            "(sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning, re-implemented) against mmedge's ONNX export run "
+            "by mmedge.runtime. Both must produce the same tokens. Prints a Markdown table on stdout; progress "
+            "on stderr."),
+        epilog=f"Exit status: 0 on success; 1 with --check when the median speed-up is below {TARGET_SPEEDUP:.0f}x; "
+               "2 when the two pipelines disagree on the tokens; 3 with --check when other processes loaded the "
+               "CPUs beyond --max-other-load during the timed runs (the ratio is then not trustworthy).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--repeat", type=int, default=5, metavar="N",
+                   help="timed runs per pipeline (after 1 warm-up each), interleaved eager/mmedge")
+    p.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="threads for both: torch.set_num_threads(T) and ONNX Runtime intra-op threads "
+                        "(load(artifact, threads=T)); default: each library's default, reported in the table")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
+    p.add_argument("--check", action="store_true",
+                   help=f"exit 1 if the median end-to-end speed-up eager/mmedge is below {TARGET_SPEEDUP:.0f}x")
+    p.add_argument("--max-other-load", type=float, default=MAX_OTHER_LOAD, metavar="CPUS",
+                   help="average number of CPUs other processes may keep busy during the timed runs before the "
+                        "result is declared inconclusive (measured from /proc/stat)")
+    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                   help="write the ONNX artifact and the test image under DIR and keep them (default: a temp dir)")
+    args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    if args.max_other_load < 0:
+        p.error("--max-other-load must be >= 0")
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Export, warm up, time both pipelines interleaved; return the results."""
+    from mmedge.runtime import load
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    image = write_image(workdir / "scene.png")
+    log(f"image: {image} (640x480 PNG)")
+
+    log("building the full captioner (seed 0, <end> unreachable) ...")
+    model = build_model()
+    encoder, decoder = tutorial_models(model)
+    word_map = dict(model.vocab.word_map)
+
+    log("exporting to ONNX (once) ...")
+    spec = zoo.get("captioner")
+    ctx = ExportContext(spec, CONFIG, spec.config(CONFIG), model, "fp32", model.vocab)
+    t0 = time.perf_counter()
+    artifact = export_context(ctx, ["onnx"], workdir / "artifacts", log)[0]
+    export_s = time.perf_counter() - t0
+    log(f"exported in {export_s:.1f} s -> {artifact}")
+    cap = load(artifact, threads=args.threads) if args.threads else load(artifact)
+
+    log("warm-up ...")
+    eager_w = caption_image_beam_search(encoder, decoder, image, word_map)
+    mm_w = mmedge_caption(cap, image)
+    if eager_w.tokens != mm_w.tokens:
+        raise TokenMismatch(eager_w.tokens, mm_w.tokens)
+    if len(mm_w.tokens) != STEPS or mm_w.steps != STEPS or eager_w.steps != STEPS:
+        raise RuntimeError(f"expected exactly {STEPS} steps/tokens, got eager {eager_w.steps} steps, "
+                           f"mmedge {mm_w.steps} steps / {len(mm_w.tokens)} tokens")
+
+    cpu0 = cpu_snapshot()
+    eager_runs: list[EagerRun] = []
+    mm_runs: list[MmedgeRun] = []
+    for i in range(args.repeat):
+        order = ("eager", "mmedge") if i % 2 == 0 else ("mmedge", "eager")
+        for which in order:
+            time.sleep(PAUSE_S)
+            if which == "eager":
+                r: Any = caption_image_beam_search(encoder, decoder, image, word_map)
+                eager_runs.append(r)
+            else:
+                r = mmedge_caption(cap, image)
+                mm_runs.append(r)
+            if r.tokens != eager_w.tokens:
+                raise TokenMismatch(eager_w.tokens, r.tokens)
+        log(f"run {i + 1}/{args.repeat}: eager {eager_runs[-1].total * 1e3:,.0f} ms, "
+            f"mmedge {mm_runs[-1].total * 1e3:,.0f} ms")
+
+    eager = _stats(eager_runs, ("preprocess", "encoder", "decoder_init", "decoding"))
+    mm = _stats(mm_runs, ("encoder", "decoder_init", "decoding", "rest"))
+    return {
+        "benchmark": "caption_latency", "model": "captioner", "config": CONFIG, "vocab_size": len(word_map),
+        "beam": BEAM, "steps": STEPS, "repeat": args.repeat, "machine": machine_info(args.threads),
+        "export_s": export_s, "artifact": str(artifact), "eager": eager, "mmedge": mm,
+        "other_cpu_load": (load := other_cpu_load(cpu0, cpu_snapshot())),
+        "valid": load is None or load <= args.max_other_load,
+        "speedup_median": eager["median_s"] / mm["median_s"], "speedup_min": eager["min_s"] / mm["min_s"],
+        "target_speedup": TARGET_SPEEDUP, "target_met": eager["median_s"] / mm["median_s"] >= TARGET_SPEEDUP,
+        "max_other_load": args.max_other_load,
+        "tokens": eager_w.tokens, "tokens_equal": True,
+        "score_eager": eager_w.score, "score_mmedge": mm_w.score,
+    }
+
+
+class TokenMismatch(RuntimeError):
+    """The two pipelines produced different captions."""
+
+    def __init__(self, eager: list[int], mmedge: list[int]) -> None:
+        first = next((i for i, (a, b) in enumerate(zip(eager, mmedge)) if a != b), min(len(eager), len(mmedge)))
+        super().__init__(f"tokens differ at position {first}: eager {eager[first:first + 5]}..., "
+                         f"mmedge {mmedge[first:first + 5]}... (lengths {len(eager)} / {len(mmedge)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            res = run(args, args.keep)
+        else:
+            with tempfile.TemporaryDirectory(prefix="caption_latency_") as tmp:
+                res = run(args, Path(tmp))
+    except TokenMismatch as e:
+        print(f"caption_latency: FAILED: eager and mmedge captions differ: {e}", file=sys.stderr)
+        return 2
+    print(render(res))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    if args.check and not res["valid"]:
+        print(f"caption_latency: inconclusive: other processes kept {res['other_cpu_load']:.2f} CPUs busy "
+              f"(limit {args.max_other_load:.2f}); rerun on an idle machine", file=sys.stderr)
+        return 3
+    if args.check and not res["target_met"]:
+        print(f"caption_latency: speed-up {res['speedup_median']:.2f}x is below the target "
+              f"{TARGET_SPEEDUP:.0f}x", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
