@@ -150,3 +150,33 @@ def test_manifest_parsing_never_crashes(doc: object, tmp_path: Path) -> None:
         read_manifest(d)
     except (ArtifactError, InputError):
         pass
+
+
+@FUZZ
+@given(sr=st.sampled_from([8000, 16000, 22050, 44100]), n_fft=st.sampled_from([256, 400, 512, 1024, 2048]),
+       n_mels=st.integers(8, 128), fmin=st.floats(0, 500), htk=st.booleans(), norm=st.sampled_from(["slaney", None]))
+def test_mel_filters_match_librosa(sr: int, n_fft: int, n_mels: int, fmin: float, htk: bool, norm: str | None) -> None:
+    librosa = pytest.importorskip("librosa")
+    from mmedge.runtime.audio import mel_filters
+
+    ours = mel_filters(sr, n_fft, n_mels, fmin=fmin, htk=htk, norm=norm)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, htk=htk, norm=norm)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=1e-6 * max(1.0, float(np.abs(ref).max())), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/etc/evil", "mmedge-jetson/../../evil"])
+def test_jetson_bundle_with_path_traversal_is_refused(name: str, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from mmedge.export.jetson import verify_bundle
+
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(ArtifactError, match="unsafe member"):
+        verify_bundle(bad)
+    assert not (tmp_path.parent / "evil.txt").exists()
