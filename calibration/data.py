@@ -13,7 +13,7 @@ Runtime's CalibrationDataReader or an nncf.Dataset.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -33,19 +33,17 @@ which is what a Jetson bundle carries to the board.
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import os
 import re
 import shutil
 import struct
 import tempfile
-import warnings
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
+from mmedge.calibration.onnxruntime import _quiet  # one place silences ORT's quantizer logging
 from mmedge.calibration.data import CalibrationSet, CalibSource
 from mmedge.calibration.recipes import QuantConfig, cache_dir, cache_key, register_recipe
 from mmedge.errors import ArtifactError, ExportError, InputError
@@ -156,18 +154,6 @@ def retarget_cache(src: Path, dst: Path, version: str) -> Path:
 
 
 # ------------------------------------------------------------------ Q/DQ for TensorRT
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.getLogger().setLevel(level)
-
-
 def qdq_extra_options(cfg: QuantConfig) -> dict[str, Any]:
     """ORT quantizer options for TensorRT's layout."""
     extra: dict[str, Any] = {

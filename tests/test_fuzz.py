@@ -48,11 +48,10 @@ class FakeStep:
 
     def replay(self, h0: float, start: int, tokens: list[int]) -> list[np.ndarray]:
         h = np.array([[h0]], np.float32)
-        prev, rows = start, []
+        rows = []
         for t in [start] + tokens:
             h = self.next_h(h, np.array([t]))
             rows.append(self.table[int(h[0, 0]) % len(self.table)])
-            prev = t
         return rows
 
 
