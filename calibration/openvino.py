@@ -19,6 +19,11 @@ the captioner's `decoder_step`, the inputs beam search really produced):
   (`nncf.compress_weights`, INT8_ASYM, per output channel) instead of static
   quantization, restricted to the same op types.
 
+Every statically quantized graph is then run against its float version on
+calibration feeds (in a child process with a timeout): activation quantizers
+with which OpenVINO's CPU plugin computes wrong results or hangs (both seen
+here, see `repair`) are found by bisection and removed, with a warning.
+
 Presets: `performance` (symmetric int8 weights and activations) for the CNNs;
 `mixed` (asymmetric activations) for the decoder graphs, whose MatMul inputs
 (hidden state, attention-weighted features) are not post-ReLU. Target device CPU.
@@ -166,10 +171,16 @@ def quantize_model(model: Any, feeds: list[Feeds], cfg: QuantConfig, decoder: bo
 # activation quantizer that breaks it is found by bisection over the quantizers in topological
 # order and removed (that layer then runs in float with int8-compressed weights), until the graph
 # passes. Each removal is logged. Reading intermediate outputs instead (add_outputs) is not an
-# option: OpenVINO's int8 fusions return wrong values for them.
+# option: OpenVINO's int8 fusions return wrong values for them. The same search removes quantizers
+# with which inference never finishes: the full refocus network's int8 blur convolutions after the
+# replicate padding (sigma 4 and 8) hung OpenVINO's CPU plugin here; checks run in a child process
+# with a timeout.
 GRAPH_MIN_COSINE = 0.98
 MAX_REMOVED = 8
 N_CHECK_FEEDS = 2
+# int8 checks run in a child process: an OpenVINO hang must not hang the export
+CHECK_TIMEOUT_S = 10.0
+CHECK_TIMEOUT_FACTOR = 20.0  # x the float graph's time on the same feeds
 
 
 def _cosines(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -194,6 +205,43 @@ def _outputs(model: Any, feeds: list[Feeds]) -> list[np.ndarray]:
     return out
 
 
+def _outputs_isolated(model: Any, feeds: list[Feeds], timeout: float) -> list[np.ndarray] | None:
+    """`_outputs` in a child process: None when it crashes or runs past `timeout` seconds (OpenVINO's
+    CPU plugin hung forever in int8 inference of the refocus network's blur convolutions here)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="mmedge-ov-check-") as tmp:
+        ov.save_model(model, str(Path(tmp) / "m.xml"), compress_to_fp16=False)
+        np.savez(Path(tmp) / "feeds.npz", **{f"{i}.{k}": v for i, f in enumerate(feeds) for k, v in f.items()})
+        try:
+            res = subprocess.run([sys.executable, "-m", "mmedge.calibration.openvino", "--check-run", tmp],
+                                 capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if res.returncode != 0 or not (Path(tmp) / "out.npz").is_file():
+            return None
+        with np.load(Path(tmp) / "out.npz") as out:
+            return [out[str(i)] for i in range(len(out.files))]
+
+
+def _check_run(folder: str) -> None:
+    """Child side of `_outputs_isolated`."""
+    import openvino as ov
+
+    with np.load(Path(folder) / "feeds.npz") as data:
+        feeds: dict[int, Feeds] = {}
+        for key in data.files:
+            i, name = key.split(".", 1)
+            feeds.setdefault(int(i), {})[name] = data[key]
+    model = ov.Core().read_model(str(Path(folder) / "m.xml"))
+    out = _outputs(model, [feeds[i] for i in sorted(feeds)])
+    np.savez(Path(folder) / "out.npz", **{str(i): v for i, v in enumerate(out)})
+
+
 def activation_quantizers(model: Any) -> list[str]:
     """Names of the FakeQuantize nodes on activations (not on constant weights), in topological order."""
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
@@ -212,15 +260,20 @@ def without_quantizers(model: Any, names: Sequence[str]) -> Any:
 
 
 def repair(fp32: Any, int8: Any, feeds: list[Feeds], graph: str) -> tuple[Any, list[str]]:
-    """Remove the activation quantizers that make `int8` compute wrong results (see above)."""
+    """Remove the activation quantizers that make `int8` compute wrong results, or hang (see above)."""
+    import time
+
     feeds = feeds[:N_CHECK_FEEDS]
+    t0 = time.perf_counter()
     ref = _outputs(fp32, feeds)
+    timeout = CHECK_TIMEOUT_S + CHECK_TIMEOUT_FACTOR * (time.perf_counter() - t0)
     removed: list[str] = []
     fqs = activation_quantizers(int8)
 
     def score(keep: int) -> float:  # only the first `keep` quantizers (minus the removed ones) active
         drop = removed + [n for n in fqs[keep:] if n not in removed]
-        return _cosines(ref, _outputs(without_quantizers(int8, drop) if drop else int8, feeds))
+        got = _outputs_isolated(without_quantizers(int8, drop) if drop else int8, feeds, timeout)
+        return -1.0 if got is None else _cosines(ref, got)
 
     def ok(keep: int) -> bool:
         return score(keep) >= GRAPH_MIN_COSINE
@@ -230,6 +283,9 @@ def repair(fp32: Any, int8: Any, feeds: list[Feeds], graph: str) -> tuple[Any, l
         return int8, removed
     floor = score(0)  # every activation in float: what weight quantization alone costs
     if floor < GRAPH_MIN_COSINE:
+        if floor == -1.0:
+            raise ExportError(f"graph {graph!r}: OpenVINO cannot run it even with int8 weights only on this "
+                              f"CPU (crashed or ran past {timeout:.0f} s)")
         # not a broken int8 kernel: this graph is sensitive to int8 weights (e.g. random weights
         # saturating attention); keep the build, the accuracy report and parity judge it
         LOG.warning(f"{graph}: int8 outputs differ from float (min cosine {full:.3f} on calibration data; "
@@ -246,8 +302,8 @@ def repair(fp32: Any, int8: Any, feeds: list[Feeds], graph: str) -> tuple[Any, l
             lo, hi = (mid, hi) if ok(mid) else (lo, mid)
         culprit = fqs[hi - 1]
         removed.append(culprit)
-        LOG.warning(f"{graph}: OpenVINO computes wrong results with int8 quantizer {culprit} on this CPU; "
-                    f"that layer runs in float")
+        LOG.warning(f"{graph}: OpenVINO computes wrong results (or hangs) with int8 quantizer {culprit} on this "
+                    f"CPU; that layer runs in float")
     return without_quantizers(int8, removed), removed
 
 
@@ -351,6 +407,10 @@ def quantize_with_accuracy_control(
     - `graphs`: graphs to quantize with accuracy control (default: all; decoder graphs with
       `cfg.dynamic_decoder` get weight-only int8, which needs no validation).
 
+    NNCF validates candidates in this process, so the static recipe's hang guard (child process,
+    timeout) cannot protect that loop: for graphs whose int8 kernels hang OpenVINO here (the full
+    refocus network) use the static recipe. The result is still checked for wrong outputs (`repair`).
+
     The artifact's manifest and test vectors are the fp32 artifact's (format openvino, precision
     int8); `manifest.extra["calibration"]["accuracy_control"]` records the metric of the fp32 and
     int8 models and the settings. Example (voice encoder, 1 point max top-1 drop)::
@@ -417,8 +477,11 @@ def quantize_with_accuracy_control(
             except Exception as e:
                 raise ExportError(f"OpenVINO int8 (accuracy control) of graph {g.name!r} failed: "
                                   f"{_one_line(e)}") from e
+            # NNCF validated in this process: a hanging kernel would have hung it already, but wrong
+            # results on inputs the metric does not exercise are still caught here
+            q, removed = repair(read_onnx(fp32_dir / g.file), q, feeds, g.name)
             _save(q, out)
-            results[g.name] = {"fake_quantize_nodes": _count(q, "FakeQuantize")}
+            results[g.name] = {"fake_quantize_nodes": _count(q, "FakeQuantize"), "removed_by_check": removed}
         shutil.copyfile(fp32_dir / m.extra.get("test_vectors", "test_vectors.npz"),
                         tmp / m.extra.get("test_vectors", "test_vectors.npz"))
         entries = [GraphEntry(g.name, f"{g.name}.xml", g.inputs, g.outputs) for g in m.graphs]
@@ -443,3 +506,12 @@ def quantize_with_accuracy_control(
 
 def _count(model: Any, op_type: str) -> int:
     return sum(1 for op in model.get_ordered_ops() if op.get_type_name() == op_type)
+
+
+if __name__ == "__main__":  # the child process of _outputs_isolated
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-run":
+        _check_run(sys.argv[2])
+    else:
+        sys.exit("usage: python -m mmedge.calibration.openvino --check-run DIR (internal)")

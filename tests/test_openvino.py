@@ -382,6 +382,31 @@ def test_audio_int8_keeps_accuracy(model: str, tmp_path: Path, cache: Path) -> N
     assert check(pipe).ok
 
 
+def test_demo_captioner_int8_bleu(tmp_path: Path, cache: Path) -> None:
+    """The issue's accuracy bound: OpenVINO int8 loses at most 1 BLEU-4 point on the demo test split."""
+    if not (zoo.WEIGHTS_DIR / zoo.get("captioner").weights["demo"]).is_file():
+        pytest.skip("models/weights/captioner-demo.pt is not trained yet")
+    from mmedge.export import registry
+
+    export_int8("captioner", "demo", tmp_path, cache, size=64)
+    (rep,) = registry.last_reports
+    bleu = rep.task["bleu4@beam3"]
+    assert bleu["fp32"] > 0.3 and bleu["fp32"] - bleu["int8"] <= 0.01
+    assert all(o.cosine > 0.99 for o in rep.outputs)
+
+
+@pytest.mark.slow
+def test_refocus_full_int8_survives_openvino_hang(tmp_path: Path, cache: Path) -> None:
+    """The full refocus network's int8 blur convolutions hung OpenVINO's CPU plugin here; the recipe's
+    check (child process with a timeout) keeps those in float, and the rest stays int8."""
+    from mmedge.export import registry
+
+    art = export_int8("refocus", "full", tmp_path, cache, size=8)
+    (rep,) = registry.last_reports
+    assert rep.task["psnr_vs_fp32_db"]["int8"] >= 35.0
+    assert _op_types(art / "model.xml").get("FakeQuantize", 0) > 0
+
+
 def test_captioner_int8_static_and_weight_only(tmp_path: Path, cache: Path) -> None:
     art = export_int8("captioner", "tiny", tmp_path / "s", cache, report=False)
     assert check(load(art, **THREADS)).ok
