@@ -54,6 +54,8 @@ from mmedge.export.registry import ExportContext, export_context
 from mmedge.models import zoo
 from mmedge.models.captioner import IMAGENET_MEAN, IMAGENET_STD, CaptionModel
 from mmedge.models.resnet import BackboneConfig, resnet_trunk
+from mmedge.runtime import profiler
+from mmedge.runtime.profiler import cpu_snapshot
 
 TARGET_SPEEDUP = 6.0
 BEAM = 3
@@ -334,22 +336,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def cpu_snapshot() -> tuple[float, float, float] | None:
-    """(busy CPU seconds of the whole machine, this process's CPU seconds, wall clock); None off Linux."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
-    t = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.monotonic()
-
-
 def other_cpu_load(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
-    """Average number of CPUs kept busy by OTHER processes between two snapshots."""
-    if a is None or b is None or b[2] <= a[2]:
-        return None
-    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
+    """Average number of CPUs kept busy by OTHER processes between two snapshots (the profiler's measure)."""
+    return profiler.other_cpu_load(a, b, min_interval=0.0)
 
 
 def _load_line(load: float | None, cpus: int | None, limit: float) -> str:

@@ -525,7 +525,7 @@ def rss_mb() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
 
 
-def _cpu_snapshot() -> tuple[float, float, float] | None:
+def cpu_snapshot() -> tuple[float, float, float] | None:
     """(busy CPU seconds of the machine, this process's CPU seconds, monotonic time); None off Linux."""
     try:
         vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -536,9 +536,10 @@ def _cpu_snapshot() -> tuple[float, float, float] | None:
     return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.monotonic()
 
 
-def _other_load(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
-    """Mean number of CPUs kept busy by other processes between two snapshots."""
-    if a is None or b is None or b[2] - a[2] < 0.5:
+def other_cpu_load(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None,
+                   min_interval: float = 0.5) -> float | None:
+    """Mean number of CPUs kept busy by other processes between two snapshots (None if too short)."""
+    if a is None or b is None or b[2] - a[2] < max(min_interval, 1e-9):
         return None
     return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
 
@@ -983,13 +984,13 @@ def profile(artifacts: Sequence[str | Path], options: ProfileOptions | None = No
         raise InputError("no artifact given (--artifact DIR)")
     with pinned(options.pin) as cpus:
         result = ProfileResult(machine_info(), options.to_json())
-        snap = _cpu_snapshot()
+        snap = cpu_snapshot()
         for a in artifacts:
             art, rows, warnings = profile_artifact(a, options, clock, log)
             result.artifacts.append(art)
             result.rows += rows
             result.warnings += warnings
-        load = _other_load(snap, _cpu_snapshot())
+        load = other_cpu_load(snap, cpu_snapshot())
         if options.eval:
             for art in result.artifacts:
                 result.warnings += evaluate_artifact(art, result.rows, options, log)
