@@ -178,9 +178,35 @@ BackendOpt = typer.Option(None, help="Runtime backend (default: the one for the 
 ThreadsOpt = typer.Option(None, help="Intra-op threads for the backend (default: the backend's).")
 
 
+RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                      help="Shard the work over a Ray cluster: bare --ray starts a local Ray instance (or joins "
+                      "RAY_ADDRESS); --ray HOST:PORT / auto / ray://HOST:PORT joins that cluster. "
+                      "Needs pip install 'mmedge[ray]'.")
+WorkersOpt = typer.Option(None, min=1, help="With --ray: number of workers, each one pipeline (default: the "
+                          "cluster's CPUs / --threads).")
+ShipOpt = typer.Option(False, "--ship-artifact", help="With --ray: send the artifact through Ray's object store "
+                       "(once per worker) instead of loading it by path from shared storage.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Start --out over instead of resuming it.")
+
+
+def _scale_options(ray: Optional[str], workers: Optional[int], ship_artifact: bool, out: Optional[Path]
+                   ) -> dict[str, Any]:
+    """run_job's executor arguments from the --ray family of options."""
+    if ray is None:
+        if workers is not None or ship_artifact:
+            raise MmedgeError("--workers and --ship-artifact need --ray")
+        return {"executor": "local"}
+    from mmedge.scale.ray_executor import require_ray
+
+    require_ray()  # says what to install before any work
+    return {"executor": "ray", "address": None if ray == LOCAL_RAY else ray, "workers": workers,
+            "ship_artifact": ship_artifact}
+
+
 @command("caption")
 def caption_cmd(
-    images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...)."),
+    images: List[Path] = typer.Argument(..., help="Images (PNG, JPEG, ...), folders of images (recursive, "
+                                        "sorted), or .txt/.lst files with one image path per line."),
     artifact: Path = ArtifactOpt,
     backend: Optional[str] = BackendOpt,
     beam: int = typer.Option(3, min=1, help="Beam width (1 = greedy)."),
@@ -189,15 +215,35 @@ def caption_cmd(
     attention_png: Optional[Path] = typer.Option(None, help="Write the attention maps over the image "
                                                  "(one PNG; with several images, NAME-<i>.png)."),
     threads: Optional[int] = ThreadsOpt,
+    out: Optional[Path] = typer.Option(None, help="Write one JSON line per image to this file, in input "
+                                       "order, as batches finish; a rerun resumes it. An unreadable image "
+                                       "becomes an `error` line instead of stopping the run."),
+    ray: Optional[str] = RayOpt,
+    workers: Optional[int] = WorkersOpt,
+    ship_artifact: bool = ShipOpt,
+    shard_size: int = typer.Option(16, min=1, help="With --out or --ray: images per batch (one task)."),
+    overwrite: bool = OverwriteOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Caption images with an exported captioner (beam search in numpy, any backend)."""
-    from mmedge.runtime import Captioner
+    """Caption images with an exported captioner (beam search in numpy, any backend).
 
+    For a photo library: `mmedge caption photos/ -a ART --out captions.jsonl [--ray [ADDRESS]]`.
+    """
+    from mmedge.runtime import Captioner
+    from mmedge.scale.inputs import expand_images
+
+    paths = expand_images(images)
+    if out is not None or ray is not None:
+        if attention_png is not None:
+            raise MmedgeError("--attention-png is for a few images; it does not combine with --out or --ray")
+        _caption_batch(paths, artifact, backend, threads, {"beam": beam, "max_len": max_len,
+                       "length_norm": length_norm}, out, shard_size, overwrite,
+                       _scale_options(ray, workers, ship_artifact, out), as_json)
+        return
     pipe = _load(artifact, backend, threads)
     if not isinstance(pipe, Captioner):
         raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not a captioner")
-    results = pipe.caption([str(p) for p in images], beam=beam, max_len=max_len, length_norm=length_norm)
+    results = pipe.caption(paths, beam=beam, max_len=max_len, length_norm=length_norm)
     if attention_png is not None:
         from mmedge.runtime.image import read_image
         from mmedge.runtime.visualize import attention_grid, save_png
@@ -213,6 +259,33 @@ def caption_cmd(
     else:
         for r in results:
             print(f"{r.image}: {r.caption}  (score {r.score:.3f})")
+
+
+def _caption_batch(paths: list[str], artifact: Path, backend: Optional[str], threads: Optional[int],
+                   options: dict[str, Any], out: Optional[Path], shard_size: int, overwrite: bool,
+                   executor: dict[str, Any], as_json: bool) -> None:
+    from mmedge.scale import Job, run_job
+
+    if executor["executor"] == "ray" and threads is None:
+        threads = 1  # one core per worker; --workers x --threads should not exceed the cluster's CPUs
+    job = Job("caption", str(artifact), backend, threads, options)
+    records, stats = run_job(job, paths, out, shard_size=shard_size, progress=not as_json, overwrite=overwrite,
+                             log=err, **executor)
+    if out is None:
+        if as_json:
+            emit_json({"results": records, "run": stats.to_json()})
+        else:
+            for r in records:
+                print(f"{r['image']}: error: {r['error']}" if "error" in r else
+                      f"{r['image']}: {r['caption']}  (score {r['score']:.3f})")
+        return
+    summary = (f"{out}: {stats.total} images ({stats.resumed} from an earlier run, {stats.computed} now, "
+               f"{stats.errors} unreadable) with {stats.workers} worker(s), "
+               f"{stats.per_second:.1f} images/s" + (f", {stats.retries} shard(s) retried" if stats.retries else ""))
+    if as_json:
+        emit_json({"out": str(out), "run": stats.to_json()})
+    else:
+        print(summary)
 
 
 @command("embed")
@@ -308,12 +381,25 @@ def eval_cmd(
     split: str = typer.Option("test", help="Held-out split of the demo data: test | val."),
     beam: str = typer.Option("1,3,5", help="Captioner: beam widths to score (comma-separated)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items of the split."),
+    ray: Optional[str] = RayOpt,
+    workers: Optional[int] = WorkersOpt,
+    ship_artifact: bool = ShipOpt,
+    out: Optional[Path] = typer.Option(None, help="With --artifact: write one JSON line per item (prediction "
+                                       "and reference) to this file; a rerun resumes it. One --beam only."),
+    overwrite: bool = OverwriteOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Task metric on the held-out demo data: BLEU-1..4 (captioner), top-1 (audio)."""
+    """Task metric on the held-out demo data: BLEU-1..4 (captioner), top-1 (audio).
+
+    --ray shards the items over a Ray cluster (artifacts only; same metrics as one process).
+    """
     from mmedge.calibration.evaluate import evaluator
 
     evaluate = evaluator(model)
+    if ray is not None or out is not None:
+        _eval_sharded(model, artifact, backend, split, beam, limit, out, overwrite,
+                      _scale_options(ray, workers, ship_artifact, out), as_json)
+        return
     if artifact is not None:
         predictor: Any = _load(artifact, backend, None)
         if predictor.manifest.model != model:
@@ -327,15 +413,49 @@ def eval_cmd(
 
         predictor = TorchAudioPredictor(model, config)
     if model == "captioner":
-        try:
-            beams = [int(b) for b in beam.split(",") if b.strip()]
-        except ValueError:
-            raise MmedgeError(f"--beam expects comma-separated integers, got {beam!r}") from None
-        if not beams or min(beams) < 1:
-            raise MmedgeError(f"--beam values must be >= 1, got {beam!r}")
-        results = [evaluate(predictor, split=split, beam=b, limit=limit, progress=not as_json) for b in beams]
+        results = [evaluate(predictor, split=split, beam=b, limit=limit, progress=not as_json)
+                   for b in _beams(beam)]
     else:
         results = [evaluate(predictor, split=split, limit=limit, progress=not as_json)]
+    _print_eval(results, split, as_json)
+
+
+def _beams(beam: str) -> list[int]:
+    try:
+        beams = [int(b) for b in beam.split(",") if b.strip()]
+    except ValueError:
+        raise MmedgeError(f"--beam expects comma-separated integers, got {beam!r}") from None
+    if not beams or min(beams) < 1:
+        raise MmedgeError(f"--beam values must be >= 1, got {beam!r}")
+    return beams
+
+
+def _eval_sharded(model: str, artifact: Optional[Path], backend: Optional[str], split: str, beam: str,
+                  limit: Optional[int], out: Optional[Path], overwrite: bool, executor: dict[str, Any],
+                  as_json: bool) -> None:
+    from mmedge.scale.evaluate import evaluate_sharded
+
+    if artifact is None:
+        raise MmedgeError("--ray and --out evaluate an exported artifact: pass --artifact DIR "
+                          "(the PyTorch reference runs in this process only)")
+    beams = _beams(beam) if model == "captioner" else [0]
+    if out is not None and len(beams) > 1:
+        raise MmedgeError(f"--out holds one evaluation: pass one --beam (got {beam!r})")
+    threads = 1 if executor["executor"] == "ray" else None
+    results = []
+    for b in beams:
+        result, stats = evaluate_sharded(model, artifact, split, limit, beam=b, out=out, overwrite=overwrite,
+                                         backend=backend, threads=threads, progress=not as_json, log=err,
+                                         **executor)
+        if not as_json:
+            err(f"{stats.computed} items in {stats.seconds:.1f} s with {stats.workers} worker(s)"
+                + (f", {stats.resumed} resumed" if stats.resumed else "")
+                + (f", {stats.retries} shard(s) retried" if stats.retries else ""))
+        results.append(result)
+    _print_eval(results, split, as_json)
+
+
+def _print_eval(results: list[Any], split: str, as_json: bool) -> None:
     if as_json:
         emit_json({"results": [r.to_json() for r in results]})
         return
@@ -460,8 +580,40 @@ def package_cmd(
         print(path)
 
 
+LOCAL_RAY = "local"
+
+
+def _looks_like_address(token: str) -> bool:
+    return token in ("auto", LOCAL_RAY) or token.startswith("ray://") or (
+        ":" in token and token.rsplit(":", 1)[1].isdigit())
+
+
+def ray_argv(argv: list[str]) -> list[str]:
+    """`--ray` takes an optional ADDRESS: the next word is the address only if it looks like one
+    (HOST:PORT, auto, local, ray://...); otherwise --ray means a local Ray instance."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out.extend(argv[i:])
+            break
+        if a == "--ray":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and _looks_like_address(nxt):
+                out.append(f"--ray={nxt}")
+                i += 2
+                continue
+            out.append(f"--ray={LOCAL_RAY}")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; usage errors become one stderr line too."""
+    argv = ray_argv(list(sys.argv[1:] if argv is None else argv))
     try:
         rc = app(args=argv, standalone_mode=False)
     except typer.Abort:

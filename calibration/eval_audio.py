@@ -112,30 +112,41 @@ def evaluate_audio(predictor: Any, split: str = "test", limit: int | None = None
     predicted, in `CLASSES` order) and the most frequent confusions.
     """
     model, source, sr, labels = _describe(predictor)
-    if labels is None or list(labels) != list(sounds.CLASSES):
-        raise InputError(f"{source}: this {model} was not trained on the demo sounds (its class labels are "
-                         f"{labels}); evaluate the `demo` config")
-    if split not in sounds.SPLITS:
-        raise InputError(f"unknown split {split!r}; expected one of {sorted(sounds.SPLITS)}")
+    check_demo_labels(model, source, labels, split)
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
     seeds = sounds.split(split)[:limit] if limit is not None else sounds.split(split)
     index = {name: i for i, name in enumerate(sounds.CLASSES)}
-    n = len(sounds.CLASSES)
-    confusion = np.zeros((n, n), dtype=np.int64)
     preds, targets = [], []
     t0 = time.time()
     for k, seed in enumerate(seeds):
         clip = sounds.make_clip(seed, sr)
         (res,) = predictor.embed([clip.audio])
-        pred = index.get(res.label, -1)
-        preds.append(pred)
+        preds.append(index.get(res.label, -1))
         targets.append(clip.label)
-        if pred >= 0:
-            confusion[clip.label, pred] += 1
         if progress and (k % 25 == 0 or k == len(seeds) - 1):
             print(f"\r{model} {split}: {k + 1}/{len(seeds)} clips, top-1 so far {_top1(preds, targets):.3f}",
                   end="\n" if k == len(seeds) - 1 else "", file=sys.stderr, flush=True)
+    return audio_result(model, source, split, preds, targets, time.time() - t0)
+
+
+def check_demo_labels(model: str, source: str, labels: Sequence[str] | None, split: str) -> None:
+    """Refuse models not trained on the demo sounds, and unknown splits, before any work."""
+    if labels is None or list(labels) != list(sounds.CLASSES):
+        raise InputError(f"{source}: this {model} was not trained on the demo sounds (its class labels are "
+                         f"{labels}); evaluate the `demo` config")
+    if split not in sounds.SPLITS:
+        raise InputError(f"unknown split {split!r}; expected one of {sorted(sounds.SPLITS)}")
+
+
+def audio_result(model: str, source: str, split: str, preds: Sequence[int], targets: Sequence[int],
+                 seconds: float) -> EvalResult:
+    """Top-1, per-class accuracy and confusions of predicted class indices (-1: not a demo class)."""
+    n = len(sounds.CLASSES)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    for p, t in zip(preds, targets):
+        if p >= 0:
+            confusion[t, p] += 1
     per_class = {name: round(float(confusion[i, i] / max(1, confusion[i].sum())), 4)
                  for i, name in enumerate(sounds.CLASSES)}
     off = [(int(confusion[i, j]), sounds.CLASSES[i], sounds.CLASSES[j]) for i in range(n) for j in range(n)
@@ -145,9 +156,9 @@ def evaluate_audio(predictor: Any, split: str = "test", limit: int | None = None
         "per_class_accuracy": per_class,
         "confusion": {"classes": list(sounds.CLASSES), "matrix": confusion.tolist()},
         "top_confusions": [{"true": t, "predicted": p, "count": c} for c, t, p in sorted(off, reverse=True)[:5]],
-        "seconds": round(time.time() - t0, 2),
+        "seconds": round(seconds, 2),
     }
-    return EvalResult(model, source, {"top1": _top1(preds, targets)}, len(targets), details)
+    return EvalResult(model, source, {"top1": _top1(list(preds), list(targets))}, len(targets), details)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,10 +106,15 @@ def caption_scores(predictor: CaptionPredictor, images: Sequence[ImageLike], ref
                 captions.append(predictor.vocab.decode(r.tokens))
             if prog is not None:
                 prog.update(task, advance=len(chunk))
+    return bleu_metrics(captions, references), captions
+
+
+def bleu_metrics(captions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Corpus BLEU-1..4 and exact match of generated captions against their reference lists."""
     refs = [[c.split() for c in rs] for rs in references]
     metrics = corpus_bleu(refs, [c.split() for c in captions])
     metrics["exact_match"] = float(np.mean([c in rs for c, rs in zip(captions, references)])) if captions else 0.0
-    return metrics, captions
+    return metrics
 
 
 def scenes(split: str = "test", limit: int | None = None) -> list[shapes.Scene]:
@@ -122,10 +127,19 @@ def evaluate_captioner(predictor: CaptionPredictor, split: str = "test", beam: i
                        limit: int | None = None, progress: bool = True, batch_size: int = BATCH) -> EvalResult:
     """BLEU-1..4 and exact match of `predictor` on a split of the shapes scenes."""
     data = scenes(split, limit)
-    metrics, captions = caption_scores(predictor, [s.image for s in data], [s.captions for s in data],
-                                       beam, max_len, batch_size, progress)
-    examples = [{"seed": s.seed, "caption": c, "references": s.captions} for s, c in zip(data, captions)][:EXAMPLES]
+    _, captions = caption_scores(predictor, [s.image for s in data], [s.captions for s in data],
+                                 beam, max_len, batch_size, progress)
     source = getattr(predictor, "source", None) or str(getattr(predictor, "root", type(predictor).__name__))
-    return EvalResult(model="captioner", source=source, metrics=metrics, samples=len(data),
-                      details={"split": split, "beam": beam, "max_len": max_len, "examples": examples})
+    return captioner_result(source, split, beam, max_len, [s.seed for s in data], captions,
+                            [s.captions for s in data])
+
+
+def captioner_result(source: str, split: str, beam: int, max_len: int, seeds: Sequence[int],
+                     captions: Sequence[str], references: Sequence[Sequence[str]]) -> EvalResult:
+    """The EvalResult of captions already generated (in-process here, or sharded by `mmedge.scale`)."""
+    examples = [{"seed": int(s), "caption": c, "references": list(r)}
+                for s, c, r in zip(seeds, captions, references)][:EXAMPLES]
+    return EvalResult(model="captioner", source=source, metrics=bleu_metrics(captions, references),
+                      samples=len(captions), details={"split": split, "beam": beam, "max_len": max_len,
+                                                      "examples": examples})
 

@@ -94,6 +94,11 @@ def _embed(wav: Callable[[Path], Path], model: str = "voice-encoder") -> Callabl
     return lambda t, a: ["embed", str(wav(t)), "--artifact", str(a[model])]
 
 
+def _png(t: Path) -> Path:
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(t / "ok.png")
+    return t / "ok.png"
+
+
 def _bytes(name: str, data: bytes) -> Callable[[Path], Path]:
     def make(t: Path) -> Path:
         (t / name).write_bytes(data)
@@ -201,7 +206,18 @@ BAD: list[Case] = [
     ("image-is-a-wav", _caption(lambda t: write_pcm(t / "sound.png", tone(0.1, 8000), 8000, 2)),
      "sound.png: not an image PIL can read"),
     ("image-missing", _caption(lambda t: t / "nope.png"), "nope.png: image not found"),
-    ("image-is-a-folder", _caption(lambda t: t), "image not found"),
+    ("image-folder-without-images", _caption(lambda t: t), "directory has no images"),
+    ("image-list-empty", _caption(_bytes("photos.txt", b"# none yet\n")), "photos.txt: the image list is empty"),
+    # batch captioning and scale-out (--out, --ray)
+    ("out-folder-missing", lambda t, a: _caption(_png)(t, a) + ["--out", str(t / "no" / "r.jsonl")],
+     "folder"),
+    ("out-is-not-ours", lambda t, a: _caption(_png)(t, a) + ["--out", str(_bytes("mine.jsonl", b"{}\n")(t))],
+     "mine.jsonl: exists but has no mine.jsonl.job.json"),
+    ("workers-without-ray", lambda t, a: _caption(_png)(t, a) + ["--out", str(t / "r.jsonl"), "--workers", "2"],
+     "--workers and --ship-artifact need --ray"),
+    ("eval-out-two-beams", lambda t, a: ["eval", "captioner", "-a", str(a["captioner"]), "--beam", "1,3",
+                                         "--out", str(t / "e.jsonl")], "one --beam"),
+    ("eval-ray-pytorch", lambda t, a: ["eval", "captioner", "--ray"], "pass --artifact"),
     # audio
     ("wav-zero-samples", _embed(lambda t: write_pcm(t / "empty.wav", np.zeros(0, np.float32), 16000, 2)),
      "empty.wav"),

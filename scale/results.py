@@ -1,0 +1,151 @@
+"""The JSON Lines results file: append-only, one record per input, resumable, never a line twice.
+
+Every record carries `index` (its position in the input list) and the input
+itself under the work kind's key (`image` or `seed`). A sidecar
+`<out>.job.json` fingerprints the job (work kind, artifact manifest digest,
+backend, options, input list digest), so a rerun with the same `--out`
+resumes only the same job, and a different one is refused instead of mixing
+results. A driver killed mid-write leaves at most one partial last line; it
+is cut off on resume (those inputs are redone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from mmedge.errors import InputError
+
+
+def digest(obj: Any) -> str:
+    """sha256 of a JSON-serialisable value (sorted keys): fingerprints inputs and options."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class JobHeader:
+    kind: str
+    artifact_digest: str  # sha256 of the artifact's manifest.json (it lists every file's sha256)
+    backend: str
+    options: dict[str, Any] = field(default_factory=dict)
+    inputs: int = 0
+    inputs_digest: str = ""
+
+    def differences(self, other: "JobHeader") -> list[str]:
+        a, b = asdict(self), asdict(other)
+        return [f"{k}: {b[k]!r} then, {a[k]!r} now" if k not in ("artifact_digest", "inputs_digest")
+                else f"{k.replace('_digest', '')} changed" for k in a if a[k] != b[k]]
+
+
+def sidecar(out: Path) -> Path:
+    return out.with_name(out.name + ".job.json")
+
+
+class ResultFile:
+    """`open()` returns the records already written (resume); `append()` adds complete lines."""
+
+    def __init__(self, path: Path, header: JobHeader, inputs: Sequence[Any], key: str) -> None:
+        self.path, self.header, self.inputs, self.key = Path(path), header, inputs, key
+        self._fh: Any = None
+
+    def open(self, overwrite: bool = False) -> dict[int, dict[str, Any]]:
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a directory; --out expects a .jsonl file path")
+        if not self.path.parent.is_dir():
+            raise InputError(f"{self.path}: folder {self.path.parent} does not exist")
+        if overwrite:
+            for p in (self.path, sidecar(self.path)):
+                p.unlink(missing_ok=True)
+        existing: dict[int, dict[str, Any]] = {}
+        if self.path.exists() and self.path.stat().st_size:
+            self._check_header()
+            existing = self._read()
+        else:
+            _write_atomic(sidecar(self.path), json.dumps(asdict(self.header), indent=2) + "\n")
+        self._fh = open(self.path, "a", encoding="utf-8")
+        return existing
+
+    def _check_header(self) -> None:
+        side = sidecar(self.path)
+        try:
+            old = JobHeader(**json.loads(side.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise InputError(f"{self.path}: exists but has no {side.name}, so it was not written by this "
+                             f"command; choose another --out, or pass --overwrite to replace it") from None
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{side}: unreadable job description ({e}); pass --overwrite to start over") from None
+        diff = self.header.differences(old)
+        if diff:
+            raise InputError(f"{self.path}: holds results of a different job ({'; '.join(diff)}); "
+                             f"choose another --out, or pass --overwrite to start over")
+
+    def _read(self) -> dict[int, dict[str, Any]]:
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline; else a partial last line
+        records: dict[int, dict[str, Any]] = {}
+        for n, raw in enumerate(lines, 1):
+            try:
+                rec = json.loads(raw)
+                i = int(rec["index"])
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"{self.path}: line {n} is not a result record; not resuming over it "
+                                 f"(pass --overwrite to start over)") from None
+            if not 0 <= i < len(self.inputs) or rec.get(self.key) != self.inputs[i]:
+                raise InputError(f"{self.path}: line {n} is for input {rec.get(self.key)!r} at index {i}, "
+                                 f"which is not this job's input there; pass --overwrite to start over")
+            if i in records:
+                raise InputError(f"{self.path}: input {i} appears twice (line {n}); pass --overwrite to start over")
+            records[i] = rec
+        if tail:  # a driver killed mid-line: drop the fragment, its input is redone
+            with open(self.path, "r+b") as fh:
+                fh.truncate(len(data) - len(tail))
+        return records
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        self._fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class InOrder:
+    """Releases records in input order as shards complete in any order; drops inputs already done."""
+
+    def __init__(self, total: int, done: set[int]) -> None:
+        self.todo = [i for i in range(total) if i not in done]
+        self.wanted = set(self.todo)
+        self.pos = 0
+        self.pending: dict[int, dict[str, Any]] = {}
+
+    def add(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        for r in records:
+            i = int(r["index"])
+            if i in self.wanted:  # a rerun shard also returns inputs written before: not again
+                self.wanted.discard(i)
+                self.pending[i] = r
+        ready = []
+        while self.pos < len(self.todo) and self.todo[self.pos] in self.pending:
+            ready.append(self.pending.pop(self.todo[self.pos]))
+            self.pos += 1
+        return ready
+
+    @property
+    def complete(self) -> bool:
+        return self.pos == len(self.todo)
