@@ -198,6 +198,8 @@ def _connect(ray: Any, address: str | None) -> bool:
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
                               "include_dashboard": False}
     target = None if address in (None, "", "local") else address
+    if target is not None:
+        _reachable(target)
     try:
         ray.init(address=target, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
@@ -205,3 +207,20 @@ def _connect(ray: Any, address: str | None) -> bool:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MmedgeError(f"cannot connect to {where}: {first}") from None
     return True
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on HOST:PORT that nothing listens on: ray.init() retries such an address forever."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # `auto` and other forms: Ray resolves them and fails quickly itself
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise MmedgeError(f"cannot connect to the Ray cluster at {address}: nothing answers at {host}:{port} "
+                          f"({e.strerror or e}); start it with `ray start --head --port {port}` or check the "
+                          f"address") from None

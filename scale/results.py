@@ -46,11 +46,14 @@ def sidecar(out: Path) -> Path:
 
 
 class ResultFile:
-    """`open()` returns the records already written (resume); `append()` adds complete lines."""
+    """`open()` returns the records already written (resume) and writes nothing; the first
+    `append()` writes the sidecar (and cuts a partial last line, or empties the file for
+    --overwrite), so a run that fails before its first result leaves the files as they were."""
 
     def __init__(self, path: Path, header: JobHeader, inputs: Sequence[Any], key: str) -> None:
         self.path, self.header, self.inputs, self.key = Path(path), header, inputs, key
         self._fh: Any = None
+        self._cut: int | None = None  # truncate the file to this size before the first append
 
     def open(self, overwrite: bool = False) -> dict[int, dict[str, Any]]:
         if self.path.is_dir():
@@ -58,16 +61,12 @@ class ResultFile:
         if not self.path.parent.is_dir():
             raise InputError(f"{self.path}: folder {self.path.parent} does not exist")
         if overwrite:
-            for p in (self.path, sidecar(self.path)):
-                p.unlink(missing_ok=True)
-        existing: dict[int, dict[str, Any]] = {}
+            self._cut = 0
+            return {}
         if self.path.exists() and self.path.stat().st_size:
             self._check_header()
-            existing = self._read()
-        else:
-            _write_atomic(sidecar(self.path), json.dumps(asdict(self.header), indent=2) + "\n")
-        self._fh = open(self.path, "a", encoding="utf-8")
-        return existing
+            return self._read()
+        return {}
 
     def _check_header(self) -> None:
         side = sidecar(self.path)
@@ -101,17 +100,25 @@ class ResultFile:
             if i in records:
                 raise InputError(f"{self.path}: input {i} appears twice (line {n}); pass --overwrite to start over")
             records[i] = rec
-        if tail:  # a driver killed mid-line: drop the fragment, its input is redone
-            with open(self.path, "r+b") as fh:
-                fh.truncate(len(data) - len(tail))
+        if tail:  # a driver killed mid-line: the fragment goes, its input is redone
+            self._cut = len(data) - len(tail)
         return records
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
         if not records:
             return
+        if self._fh is None:
+            self._start()
         self._fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
         self._fh.flush()
         os.fsync(self._fh.fileno())
+
+    def _start(self) -> None:
+        if self._cut is not None and self.path.exists():
+            with open(self.path, "r+b") as fh:
+                fh.truncate(self._cut)
+        _write_atomic(sidecar(self.path), json.dumps(asdict(self.header), indent=2) + "\n")
+        self._fh = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         if self._fh is not None:

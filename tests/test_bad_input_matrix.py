@@ -217,6 +217,8 @@ BAD: list[Case] = [
      "--workers and --ship-artifact need --ray"),
     ("eval-out-two-beams", lambda t, a: ["eval", "captioner", "-a", str(a["captioner"]), "--beam", "1,3",
                                          "--out", str(t / "e.jsonl")], "one --beam"),
+    ("ray-cluster-unreachable", lambda t, a: _caption(_png)(t, a) + ["--out", str(t / "r.jsonl"), "--ray",
+                                                                     "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
     ("eval-ray-pytorch", lambda t, a: ["eval", "captioner", "--ray"], "pass --artifact"),
     # audio
     ("wav-zero-samples", _embed(lambda t: write_pcm(t / "empty.wav", np.zeros(0, np.float32), 16000, 2)),

@@ -116,6 +116,7 @@ def test_result_file_resume_cuts_a_partial_line(tmp_path: Path) -> None:
         fh.write('{"index": 2, "ima')  # a driver killed mid-write
     f = ResultFile(out, _header(), inputs, "image")
     assert sorted(f.open()) == [0, 1]
+    assert out.read_text().endswith('"ima')  # nothing changes before the first new result
     f.append([{"index": 2, "image": "c"}])
     f.close()
     assert [r["index"] for r in _records(out)] == [0, 1, 2]
@@ -133,9 +134,13 @@ def test_result_file_refuses_another_jobs_file(tmp_path: Path, change: dict, mat
     f.close()
     with pytest.raises(InputError, match=match):
         ResultFile(out, _header(**change), ["a"] * 4, "image").open()
-    ResultFile(out, _header(**change), ["a"] * 4, "image").open(overwrite=True)  # --overwrite starts over
-    assert out.read_text() == "" and json.loads(sidecar(out).read_text())["artifact_digest"] == \
-        _header(**change).artifact_digest
+    f = ResultFile(out, _header(**change), ["a"] * 4, "image")
+    assert f.open(overwrite=True) == {}  # --overwrite starts over, at the first new result
+    assert out.read_text() != ""
+    f.append([{"index": 3, "image": "a"}])
+    f.close()
+    assert _records(out) == [{"index": 3, "image": "a"}]
+    assert json.loads(sidecar(out).read_text())["artifact_digest"] == _header(**change).artifact_digest
 
 
 @pytest.mark.parametrize("content, match", [
@@ -145,7 +150,10 @@ def test_result_file_refuses_another_jobs_file(tmp_path: Path, change: dict, mat
 ])
 def test_result_file_refuses_damaged_files(tmp_path: Path, content: str, match: str) -> None:
     out = tmp_path / "r.jsonl"
-    ResultFile(out, _header(), ["a", "b", "c", "d"], "image").open()
+    f = ResultFile(out, _header(), ["a", "b", "c", "d"], "image")
+    f.open()
+    f.append([{"index": 0, "image": "a"}])
+    f.close()
     out.write_text(content)
     with pytest.raises(InputError, match=match):
         ResultFile(out, _header(), ["a", "b", "c", "d"], "image").open()
