@@ -181,7 +181,7 @@ ThreadsOpt = typer.Option(None, help="Intra-op threads for the backend (default:
 RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]",
                       help="Shard the work over a Ray cluster: bare --ray starts a local Ray instance (or joins "
                       "RAY_ADDRESS); --ray HOST:PORT / auto / ray://HOST:PORT joins that cluster. "
-                      "Needs pip install 'mmedge[ray]'.")
+                      "Needs pip install 'mmedge\\[ray]'.")
 WorkersOpt = typer.Option(None, min=1, help="With --ray: number of workers, each one pipeline (default: the "
                           "cluster's CPUs / --threads).")
 ShipOpt = typer.Option(False, "--ship-artifact", help="With --ray: send the artifact through Ray's object store "

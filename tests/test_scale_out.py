@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -253,7 +254,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, st
     import secrets
 
     pytest.importorskip("ray")
-    ray_bin = shutil.which("ray") or pytest.skip("the `ray` command is not on PATH")
+    beside = Path(sys.executable).parent / "ray"  # the `ray` script of this interpreter's environment
+    ray_bin = str(beside) if beside.exists() else shutil.which("ray") or pytest.skip("no `ray` command")
     port = _free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
@@ -282,16 +284,14 @@ def _cli(*args: str) -> list[str]:
 
 
 
-def _worker_pids() -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if (p / "cmdline").read_bytes().startswith(b"ray::MmedgeWorker"):
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
+def _ready_pids(proc: subprocess.Popen) -> tuple[list[int], str]:
+    """The worker PIDs the driver reports ("ray: 2 workers ready (pid 1 on host, pid 2 on host)")."""
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "workers ready" in line:
+            return [int(x) for x in re.findall(r"pid (\d+)", line)], "".join(seen)
+    raise AssertionError("the driver never reported its workers:\n" + "".join(seen))
 
 
 def _wait_for_lines(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -350,11 +350,12 @@ def test_ray_killed_worker_is_retried_exactly_once(cluster: tuple, artifact: Pat
                                  "--shard-size", "8"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     try:
+        victims, head = _ready_pids(proc)
+        assert len(victims) == 2, head
         _wait_for_lines(out, 40, proc)
-        victims = _worker_pids()
-        assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=300)
+        stderr = head + stderr
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr
