@@ -166,16 +166,29 @@ def export_cmd(
             print(d)
 
 
-def _load(artifact: Path, backend: Optional[str], threads: Optional[int]):
+def _session_options(threads: Optional[int], pairs: Optional[List[str]]) -> dict[str, Any]:
+    from mmedge.runtime.session import parse_options
+
+    opts = parse_options(pairs or [])
+    if threads:
+        opts["threads"] = threads
+    return opts
+
+
+def _load(artifact: Path, backend: Optional[str], threads: Optional[int], pairs: Optional[List[str]] = None):
     from mmedge.runtime import load
 
-    opts = {"threads": threads} if threads else {}
-    return load(artifact, backend, **opts)
+    return load(artifact, backend, **_session_options(threads, pairs))
 
 
 ArtifactOpt = typer.Option(..., "--artifact", "-a", help="An artifact directory written by `mmedge export`.")
 BackendOpt = typer.Option(None, help="Runtime backend (default: the one for the artifact's format).")
 ThreadsOpt = typer.Option(None, help="Intra-op threads for the backend (default: the backend's).")
+SessionOpt = typer.Option([], "--backend-option", "-O", metavar="KEY=VALUE",
+                          help="A session option of the backend; repeatable. OpenVINO: device=GPU, "
+                          "precision=f32|bf16|f16, hint=latency|throughput, streams=N. ONNX Runtime: "
+                          "providers=CUDAExecutionProvider,CPUExecutionProvider. Core ML: "
+                          "compute_units=ALL|CPU_ONLY|CPU_AND_GPU|CPU_AND_NE. TensorRT: device=N.")
 
 
 RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]",
@@ -215,6 +228,7 @@ def caption_cmd(
     attention_png: Optional[Path] = typer.Option(None, help="Write the attention maps over the image "
                                                  "(one PNG; with several images, NAME-<i>.png)."),
     threads: Optional[int] = ThreadsOpt,
+    backend_option: List[str] = SessionOpt,
     out: Optional[Path] = typer.Option(None, help="Write one JSON line per image to this file, in input "
                                        "order, as batches finish; a rerun resumes it. An unreadable image "
                                        "becomes an `error` line instead of stopping the run."),
@@ -236,11 +250,11 @@ def caption_cmd(
     if out is not None or ray is not None:
         if attention_png is not None:
             raise MmedgeError("--attention-png is for a few images; it does not combine with --out or --ray")
-        _caption_batch(paths, artifact, backend, threads, {"beam": beam, "max_len": max_len,
+        _caption_batch(paths, artifact, backend, threads, backend_option, {"beam": beam, "max_len": max_len,
                        "length_norm": length_norm}, out, shard_size, overwrite,
                        _scale_options(ray, workers, ship_artifact, out), as_json)
         return
-    pipe = _load(artifact, backend, threads)
+    pipe = _load(artifact, backend, threads, backend_option)
     if not isinstance(pipe, Captioner):
         raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not a captioner")
     results = pipe.caption(paths, beam=beam, max_len=max_len, length_norm=length_norm)
@@ -262,13 +276,14 @@ def caption_cmd(
 
 
 def _caption_batch(paths: list[str], artifact: Path, backend: Optional[str], threads: Optional[int],
-                   options: dict[str, Any], out: Optional[Path], shard_size: int, overwrite: bool,
-                   executor: dict[str, Any], as_json: bool) -> None:
+                   pairs: List[str], options: dict[str, Any], out: Optional[Path], shard_size: int,
+                   overwrite: bool, executor: dict[str, Any], as_json: bool) -> None:
+    from mmedge.runtime.session import parse_options
     from mmedge.scale import Job, run_job
 
     if executor["executor"] == "ray" and threads is None:
         threads = 1  # one core per worker; --workers x --threads should not exceed the cluster's CPUs
-    job = Job("caption", str(artifact), backend, threads, options)
+    job = Job("caption", str(artifact), backend, threads, options, parse_options(pairs))
     records, stats = run_job(job, paths, out, shard_size=shard_size, progress=not as_json, overwrite=overwrite,
                              log=err, **executor)
     if out is None:
@@ -294,12 +309,13 @@ def embed_cmd(
     artifact: Path = ArtifactOpt,
     backend: Optional[str] = BackendOpt,
     threads: Optional[int] = ThreadsOpt,
+    backend_option: List[str] = SessionOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Embed / classify audio files with an exported audio encoder."""
     from mmedge.runtime import AudioEncoder
 
-    pipe = _load(artifact, backend, threads)
+    pipe = _load(artifact, backend, threads, backend_option)
     if not isinstance(pipe, AudioEncoder):
         raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not an audio encoder")
     results = pipe.embed([str(a) for a in audio])
@@ -322,6 +338,7 @@ def refocus_cmd(
     out: Path = typer.Option(..., help="Output PNG."),
     backend: Optional[str] = BackendOpt,
     threads: Optional[int] = ThreadsOpt,
+    backend_option: List[str] = SessionOpt,
 ) -> None:
     """Refocus a photo with its depth map: sharp inside [near, far], blurred by distance outside."""
     from PIL import Image
@@ -331,7 +348,7 @@ def refocus_cmd(
 
     if near < 0 or far < near:
         raise MmedgeError(f"need 0 <= near <= far, got near={near} far={far}")
-    pipe = _load(artifact, backend, threads)
+    pipe = _load(artifact, backend, threads, backend_option)
     if not isinstance(pipe, Refocuser):
         raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not a refocus network")
     result = pipe.refocus(str(image), str(depth), near, far)
@@ -344,17 +361,13 @@ def parity_cmd(
     artifact: Path = ArtifactOpt,
     backend: Optional[str] = BackendOpt,
     tolerance: Optional[float] = typer.Option(None, help="Relative tolerance (default: by precision, DESIGN.md)."),
+    backend_option: List[str] = SessionOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Compare an artifact with the PyTorch reference outputs stored in it (no torch needed)."""
-    from mmedge.runtime.parity import check_artifact
+    from mmedge.runtime.parity import check
 
-    report = check_artifact(artifact, backend)
-    if tolerance is not None:
-        from mmedge.runtime.parity import check
-        from mmedge.runtime import load
-
-        report = check(load(artifact, backend), tolerance)
+    report = check(_load(artifact, backend, None, backend_option), tolerance)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -387,6 +400,7 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, help="With --artifact: write one JSON line per item (prediction "
                                        "and reference) to this file; a rerun resumes it. One --beam only."),
     overwrite: bool = OverwriteOpt,
+    backend_option: List[str] = SessionOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Task metric on the held-out demo data: BLEU-1..4 (captioner), top-1 (audio).
@@ -397,11 +411,13 @@ def eval_cmd(
 
     evaluate = evaluator(model)
     if ray is not None or out is not None:
-        _eval_sharded(model, artifact, backend, split, beam, limit, out, overwrite,
+        _eval_sharded(model, artifact, backend, backend_option, split, beam, limit, out, overwrite,
                       _scale_options(ray, workers, ship_artifact, out), as_json)
         return
+    if backend_option and artifact is None:
+        raise MmedgeError("--backend-option applies to an artifact's backend: pass --artifact DIR")
     if artifact is not None:
-        predictor: Any = _load(artifact, backend, None)
+        predictor: Any = _load(artifact, backend, None, backend_option)
         if predictor.manifest.model != model:
             raise MmedgeError(f"{artifact}: is a {predictor.manifest.model} artifact, not {model}")
     elif model == "captioner":
@@ -430,9 +446,11 @@ def _beams(beam: str) -> list[int]:
     return beams
 
 
-def _eval_sharded(model: str, artifact: Optional[Path], backend: Optional[str], split: str, beam: str,
+def _eval_sharded(model: str, artifact: Optional[Path], backend: Optional[str], pairs: List[str], split: str,
+                  beam: str,
                   limit: Optional[int], out: Optional[Path], overwrite: bool, executor: dict[str, Any],
                   as_json: bool) -> None:
+    from mmedge.runtime.session import parse_options
     from mmedge.scale.evaluate import evaluate_sharded
 
     if artifact is None:
@@ -445,7 +463,8 @@ def _eval_sharded(model: str, artifact: Optional[Path], backend: Optional[str], 
     results = []
     for b in beams:
         result, stats = evaluate_sharded(model, artifact, split, limit, beam=b, out=out, overwrite=overwrite,
-                                         backend=backend, threads=threads, progress=not as_json, log=err,
+                                         backend=backend, threads=threads, session=parse_options(pairs),
+                                         progress=not as_json, log=err,
                                          **executor)
         if not as_json:
             err(f"{stats.computed} items in {stats.seconds:.1f} s with {stats.workers} worker(s)"
@@ -506,6 +525,7 @@ def profile_cmd(
     threads: Optional[int] = typer.Option(None, min=1, help="Intra-op threads for the backend "
                                           "(default: the backend's)."),
     pin: Optional[str] = typer.Option(None, help="Pin the process to these CPUs, e.g. 0 or 2,3 (Linux)."),
+    backend_option: List[str] = SessionOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the profile as one JSON document (schema: "
                                  "mmedge.runtime.profiler)."),
     as_csv: bool = typer.Option(False, "--csv", help="Print one CSV line per row."),
@@ -542,7 +562,8 @@ def profile_cmd(
                           beam=_profile_ints("--beam", beam), max_len=max_len, threads=threads,
                           pin=_profile_ints("--pin", pin, minimum=0) if pin is not None else None, backend=backend,
                           eval=eval_, eval_limit=eval_limit, noise_threshold=noise_threshold,
-                          image=str(image) if image is not None else None)
+                          image=str(image) if image is not None else None,
+                          session=_session_options(None, backend_option))
     result = profile(artifact, opts, log=lambda s: err(f"profile: {s}"))
     if plot is not None:
         err(f"wrote {render.plot(result, plot)}")

@@ -223,6 +223,7 @@ class ProfileOptions:
     audio_seconds: float = AUDIO_SECONDS
     image_hw: tuple[int, int] = IMAGE_HW  # size of the synthetic end-to-end image
     image: str | None = None  # captioner / refocus end to end: this image file instead of the synthetic one
+    session: dict[str, Any] = field(default_factory=dict)  # backend session options (device=GPU, precision=bf16)
 
     def validate(self) -> None:
         if self.runs < 1:
@@ -686,7 +687,7 @@ def _dir_bytes(root: Path) -> int:
 
 
 def _backend_options(options: ProfileOptions) -> dict[str, Any]:
-    return {"threads": options.threads} if options.threads else {}
+    return {**options.session, **({"threads": options.threads} if options.threads else {})}
 
 
 def profile_graphs(root: Path, m: Manifest, info: RowInfo, options: ProfileOptions, clock: Clock = PERF_CLOCK,

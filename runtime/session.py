@@ -115,6 +115,7 @@ class BackendInfo:
     extra: str  # the mmedge extra that installs it
     formats: tuple[str, ...]  # artifact formats it runs
     platforms: tuple[str, ...] = ()  # sys.platform values it can run on (empty: any)
+    options: tuple[str, ...] = ("threads",)  # session options it accepts (`--backend-option KEY=VALUE`)
 
 
 BACKENDS: Registry[BackendInfo] = Registry("backend")
@@ -124,11 +125,31 @@ def register_backend(info: BackendInfo) -> None:
     BACKENDS.add(info.name, info)
 
 
-register_backend(BackendInfo("onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",)))
-register_backend(BackendInfo("openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",)))
+register_backend(BackendInfo("onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",),
+                             options=("threads", "providers")))
+register_backend(BackendInfo("openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",),
+                             options=("device", "precision", "hint", "streams", "threads")))
 register_backend(BackendInfo("coreml", "mmedge.runtime.backends.coreml", "coremltools", "coreml", ("coreml",),
-                             platforms=("darwin",)))
-register_backend(BackendInfo("tensorrt", "mmedge.runtime.backends.tensorrt", "tensorrt", "tensorrt", ("tensorrt",)))
+                             platforms=("darwin",), options=("compute_units", "threads")))
+register_backend(BackendInfo("tensorrt", "mmedge.runtime.backends.tensorrt", "tensorrt", "tensorrt", ("tensorrt",),
+                             options=("device", "threads")))
+
+
+def parse_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`["device=GPU", "streams=2"]` -> {"device": "GPU", "streams": 2}: integers become int,
+    `true`/`false` bool; a comma list (`providers=A,B`) stays a string for the backend to split."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"backend option {pair!r}: expected KEY=VALUE (e.g. device=GPU, precision=bf16)")
+        v: Any = value.strip()
+        if v.lstrip("-").isdigit():
+            v = int(v)
+        elif v.lower() in ("true", "false"):
+            v = v.lower() == "true"
+        out[key.strip().replace("-", "_")] = v
+    return out
 
 
 def backend_names() -> list[str]:
@@ -155,6 +176,9 @@ def open_session(backend: str, path: Path, inputs: list[TensorSpec], outputs: li
                  **options: Any) -> Session:
     """Create a Session of `backend` for the graph file at `path`."""
     info = BACKENDS.get(backend)
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        raise InputError(f"unknown {backend} session option(s) {', '.join(unknown)}; valid: {', '.join(info.options)}")
     if importlib.util.find_spec(info.package) is None:
         raise MissingDependencyError(info.package, info.extra, f"the {backend} backend")
     module = importlib.import_module(info.module)

@@ -30,14 +30,16 @@ class Job:
     artifact: str
     backend: str | None = None
     threads: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # of the work (beam, max_len, ...)
+    session: dict[str, Any] = field(default_factory=dict)  # backend session options (device, precision, ...)
 
     def load(self, root: str | Path | None = None) -> Any:
         """The runtime pipeline (in the worker's process), checked against the work kind."""
         from mmedge.runtime import load
 
         work = WORK.get(self.kind)
-        pipe = load(root or self.artifact, self.backend, **({"threads": self.threads} if self.threads else {}))
+        opts = {**self.session, **({"threads": self.threads} if self.threads else {})}
+        pipe = load(root or self.artifact, self.backend, **opts)
         if pipe.manifest.pipeline != work.pipeline:
             raise InputError(f"{self.artifact}: is a {pipe.manifest.pipeline} artifact; "
                              f"{self.kind} needs a {work.pipeline} artifact")
@@ -135,7 +137,8 @@ def run_job(job: Job, inputs: Sequence[Any], out: Path | None = None, executor: 
         raise InputError("no inputs given")
     work: WorkKind = WORK.get(job.kind)
     make_executor = EXECUTORS.get(executor)
-    header = JobHeader(job.kind, manifest_digest(job.artifact), job.backend or "", dict(job.options), len(inputs),
+    options = {**job.options, **({"session": job.session} if job.session else {})}  # threads do not change results
+    header = JobHeader(job.kind, manifest_digest(job.artifact), job.backend or "", options, len(inputs),
                        digest(list(inputs)))
     results = ResultFile(out, header, inputs, work.key) if out is not None else None
     records: dict[int, dict[str, Any]] = results.open(overwrite) if results is not None else {}

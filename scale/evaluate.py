@@ -40,7 +40,7 @@ def eval_captioner(m: Manifest, artifact: str, split: str, limit: int | None, be
 
     seeds = _seeds(shapes.split, split, limit)
     job = Job("eval-captioner", artifact, run.pop("backend", None), run.pop("threads", None),
-              {"beam": beam, "max_len": MAX_LEN})
+              {"beam": beam, "max_len": MAX_LEN}, run.pop("session", None) or {})
     records, stats = run_job(job, seeds, shard_size=run.pop("shard_size", None) or BATCH, **run)
     result = captioner_result(artifact, split, beam, MAX_LEN, seeds, [r["caption"] for r in records],
                               [r["references"] for r in records])
@@ -55,7 +55,8 @@ def eval_audio(m: Manifest, artifact: str, split: str, limit: int | None, **run:
     check_demo_labels(m.model, artifact, m.labels, split)
     seeds = _seeds(sounds.split, split, limit)
     run.pop("beam", None)
-    job = Job("eval-audio", artifact, run.pop("backend", None), run.pop("threads", None))
+    job = Job("eval-audio", artifact, run.pop("backend", None), run.pop("threads", None),
+              session=run.pop("session", None) or {})
     records, stats = run_job(job, seeds, shard_size=run.pop("shard_size", None) or 16, **run)
     index = {name: i for i, name in enumerate(sounds.CLASSES)}
     result = audio_result(m.model, artifact, split, [index.get(r["predicted"], -1) for r in records],

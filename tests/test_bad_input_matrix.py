@@ -219,6 +219,9 @@ BAD: list[Case] = [
                                          "--out", str(t / "e.jsonl")], "one --beam"),
     ("ray-cluster-unreachable", lambda t, a: _caption(_png)(t, a) + ["--out", str(t / "r.jsonl"), "--ray",
                                                                      "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
+    ("backend-option-unknown", lambda t, a: _caption(_png)(t, a) + ["-O", "device=GPU"],
+     "unknown onnxruntime session option(s) device; valid: threads, providers"),
+    ("backend-option-no-value", lambda t, a: _caption(_png)(t, a) + ["-O", "device"], "expected KEY=VALUE"),
     ("eval-ray-pytorch", lambda t, a: ["eval", "captioner", "--ray"], "pass --artifact"),
     # audio
     ("wav-zero-samples", _embed(lambda t: write_pcm(t / "empty.wav", np.zeros(0, np.float32), 16000, 2)),

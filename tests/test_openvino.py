@@ -238,11 +238,23 @@ def test_session_options_are_applied(artifacts: dict[str, Path]) -> None:
     assert int(s.get_property("NUM_STREAMS")) == 1 and int(s.get_property("INFERENCE_NUM_THREADS")) == 1
 
 
+def test_session_options_from_the_command_line(artifacts: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    from mmedge.cli import run
+    from mmedge.runtime.session import parse_options
+
+    assert parse_options(["hint=throughput", "streams=2", "device=GPU.0", "x=true"]) == \
+        {"hint": "throughput", "streams": 2, "device": "GPU.0", "x": True}
+    art = str(artifacts["captioner"])
+    assert run(["parity", "-a", art, "-O", "hint=throughput", "--backend-option", "streams=1"]) == 0
+    assert run(["parity", "-a", art, "-O", "device=XPU"]) == 2
+    assert "OpenVINO device 'XPU' is not available" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("options, error, message", [
     ({"device": "XPU"}, InputError, r"OpenVINO device 'XPU' is not available here \(available: CPU"),
     ({"precision": "fp32"}, UnknownNameError, r"unknown OpenVINO inference precision 'fp32'; valid: bf16, f16, f32"),
     ({"hint": "fast"}, UnknownNameError, r"unknown OpenVINO performance hint 'fast'; valid: latency, throughput"),
-    ({"providers": ["CPUExecutionProvider"]}, InputError, r"unknown OpenVINO session option\(s\) providers; valid: device"),
+    ({"providers": ["CPUExecutionProvider"]}, InputError, r"unknown openvino session option\(s\) providers; valid: device"),
     ({"threads": 0}, None, None),
 ])
 def test_bad_session_options_are_refused(options: dict, error: type | None, message: str | None,

@@ -19,8 +19,10 @@ class OrtSession(Session):
     backend = "onnxruntime"
 
     def __init__(self, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 threads: int | None = None, providers: list[str] | None = None) -> None:
+                 threads: int | None = None, providers: list[str] | str | None = None) -> None:
         super().__init__(path, inputs, outputs)
+        if isinstance(providers, str):  # from the command line: "CUDAExecutionProvider,CPUExecutionProvider"
+            providers = [p.strip() for p in providers.split(",") if p.strip()]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
