@@ -294,9 +294,12 @@ def _caption_batch(paths: list[str], artifact: Path, backend: Optional[str], thr
                 print(f"{r['image']}: error: {r['error']}" if "error" in r else
                       f"{r['image']}: {r['caption']}  (score {r['score']:.3f})")
         return
-    summary = (f"{out}: {stats.total} images ({stats.resumed} from an earlier run, {stats.computed} now, "
-               f"{stats.errors} unreadable) with {stats.workers} worker(s), "
-               f"{stats.per_second:.1f} images/s" + (f", {stats.retries} shard(s) retried" if stats.retries else ""))
+    if stats.computed == 0:
+        summary = f"{out}: all {stats.total} images were already done; nothing to do"
+    else:
+        summary = (f"{out}: {stats.total} images ({stats.resumed} from an earlier run, {stats.computed} now, "
+                   f"{stats.errors} unreadable) with {stats.workers} worker(s), "
+                   f"{stats.per_second:.1f} images/s" + (f", {stats.retries} shard(s) retried" if stats.retries else ""))
     if as_json:
         emit_json({"out": str(out), "run": stats.to_json()})
     else:

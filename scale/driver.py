@@ -197,8 +197,10 @@ class _progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
 
+        console = Console(stderr=True)
         self.bar = Progress(TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                            TimeRemainingColumn(), console=console, transient=True,
+                            disable=not console.is_terminal)  # no bar in logs and pipes
         self.bar.start()
         task = self.bar.add_task(self.what, total=self.total, completed=self.done)
         return lambda n: self.bar.update(task, advance=n)

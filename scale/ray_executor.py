@@ -139,7 +139,7 @@ class RayExecutor:
 
     def map(self, shards: Sequence[Shard]) -> Iterator[tuple[Shard, Records]]:
         ray = self.ray
-        from ray.exceptions import ActorUnavailableError, RayActorError, WorkerCrashedError
+        from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
 
         lost = (RayActorError, ActorUnavailableError, WorkerCrashedError)
         queue: deque[tuple[Shard, int]] = deque((s, 1) for s in shards)
@@ -151,10 +151,18 @@ class RayExecutor:
                     shard, attempt = queue.popleft()
                     inflight[slot.actor.run.remote(shard)] = (idx, slot.generation, shard, attempt)
                     busy += 1
-            (ref,), _ = ray.wait(list(inflight), num_returns=1)
+            ready: list[Any] = []
+            while not ready:  # short waits: a blocking ray.wait() would not see Ctrl-C until a shard ends
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            ref = ready[0]
             idx, gen, shard, attempt = inflight.pop(ref)
             try:
                 status, value = ray.get(ref)
+            except RayTaskError as e:  # an unexpected exception inside the worker: a bug, named in one line
+                cause = getattr(e, "cause", None) or e
+                first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+                raise MmedgeError(f"{shard.describe()} failed on a Ray worker: {type(cause).__name__}: {first} "
+                                  f"(the worker's traceback is in the Ray logs)") from None
             except lost as e:
                 self._replace(idx, gen, e)
                 if attempt >= self.max_attempts:

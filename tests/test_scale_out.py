@@ -366,14 +366,23 @@ def test_ray_killed_worker_is_retried_exactly_once(cluster: tuple, artifact: Pat
 
 
 @pytest.mark.slow
-def test_ray_resume_after_the_driver_is_killed(cluster: tuple, artifact: Path, long_list: tuple,
+def test_ray_resume_after_ctrl_c_and_a_killed_driver(cluster: tuple, artifact: Path, long_list: tuple,
                                                reference: dict, tmp_path: Path) -> None:
     lst, inputs = long_list
     out = tmp_path / "resume.jsonl"
     address, env = cluster
     args = _cli("caption", str(lst), "-a", str(artifact), "--ray", address, "--out", str(out), "--shard-size", "8")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    try:  # Ctrl-C: a clean stop within seconds, every line whole
+        _wait_for_lines(out, 100, proc)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "rerun the same command to resume" in stderr, stderr
+    assert out.read_text().endswith("\n")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:  # then the driver killed outright
         _wait_for_lines(out, 300, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
