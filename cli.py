@@ -202,8 +202,7 @@ ShipOpt = typer.Option(False, "--ship-artifact", help="With --ray: send the arti
 OverwriteOpt = typer.Option(False, "--overwrite", help="Start --out over instead of resuming it.")
 
 
-def _scale_options(ray: Optional[str], workers: Optional[int], ship_artifact: bool, out: Optional[Path]
-                   ) -> dict[str, Any]:
+def _scale_options(ray: Optional[str], workers: Optional[int], ship_artifact: bool) -> dict[str, Any]:
     """run_job's executor arguments from the --ray family of options."""
     if ray is None:
         if workers is not None or ship_artifact:
@@ -252,7 +251,7 @@ def caption_cmd(
             raise MmedgeError("--attention-png is for a few images; it does not combine with --out or --ray")
         _caption_batch(paths, artifact, backend, threads, backend_option, {"beam": beam, "max_len": max_len,
                        "length_norm": length_norm}, out, shard_size, overwrite,
-                       _scale_options(ray, workers, ship_artifact, out), as_json)
+                       _scale_options(ray, workers, ship_artifact), as_json)
         return
     pipe = _load(artifact, backend, threads, backend_option)
     if not isinstance(pipe, Captioner):
@@ -415,7 +414,7 @@ def eval_cmd(
     evaluate = evaluator(model)
     if ray is not None or out is not None:
         _eval_sharded(model, artifact, backend, backend_option, split, beam, limit, out, overwrite,
-                      _scale_options(ray, workers, ship_artifact, out), as_json)
+                      _scale_options(ray, workers, ship_artifact), as_json)
         return
     if backend_option and artifact is None:
         raise MmedgeError("--backend-option applies to an artifact's backend: pass --artifact DIR")
