@@ -95,8 +95,12 @@ def _topk_desc(x: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest values, largest first (ties: lower index first)."""
     if k >= x.size:
         return np.argsort(-x, kind="stable")
-    part = np.argpartition(-x, k - 1)[:k]
-    return part[np.lexsort((part, -x[part]))]
+    # argpartition picks an arbitrary member of a tie at the k-th place: take the values above
+    # the k-th one, then the lowest indices among those equal to it
+    kth = x[np.argpartition(-x, k - 1)[k - 1]]
+    above = np.flatnonzero(x > kth)
+    idx = np.concatenate([above, np.flatnonzero(x == kth)[: k - above.size]])
+    return idx[np.lexsort((idx, -x[idx]))]
 
 
 class BeamSearchDecoder:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mmedge.errors import ArtifactError, InputError, NumericsError
-from mmedge.runtime.decode import beam_search
+from mmedge.runtime.decode import _topk_desc, beam_search
 from mmedge.runtime.image import preprocess_image
 from mmedge.runtime.manifest import MANIFEST, read_manifest
 
@@ -53,6 +53,21 @@ class FakeStep:
             h = self.next_h(h, np.array([t]))
             rows.append(self.table[int(h[0, 0]) % len(self.table)])
         return rows
+
+
+@FUZZ
+@given(values=st.lists(st.sampled_from([-np.inf, -3.0, -1.0, -1.0, 0.0, 2.0]), min_size=1, max_size=40),
+       k=st.integers(1, 45))
+def test_topk_breaks_ties_by_lowest_index(values: list[float], k: int) -> None:
+    """Hypothesis found argpartition keeping an arbitrary member of a tie at the k-th place
+    (greedy picked token 3 over an equal token 2); the top-k must equal a stable sort's prefix."""
+    x = np.array(values, np.float32)
+    assert _topk_desc(x, k).tolist() == np.argsort(-x, kind="stable")[:k].tolist()
+
+
+def test_topk_tie_at_the_boundary() -> None:
+    x = np.array([-3.35, -2.35, -1.35, -1.35, -2.35, -1.35], np.float32)
+    assert _topk_desc(x, 1).tolist() == [2] and _topk_desc(x, 2).tolist() == [2, 3]
 
 
 def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
