@@ -1,7 +1,11 @@
-"""INT8 vs fp32 on ONNX Runtime for every model: accuracy and speed, one run.
+"""INT8 vs fp32 for every model and int8 format: accuracy and speed, one run.
 
     python benchmarks/int8_report.py [--models captioner:full,captioner:demo,...] [--calib-size 32]
-                                     [--markdown OUT.md] [--json OUT.json]
+                                     [--formats onnx,openvino] [--markdown OUT.md] [--json OUT.json]
+
+Every format's int8 build starts from the same fp32 ONNX graphs and the same
+calibration set; the fp32 side of every row is the fp32 ONNX artifact on ONNX
+Runtime, the int8 side runs on the format's own backend (OpenVINO for openvino).
 
 For each model: exports fp32 and int8 (calibrated on the demo generators' train
 split), then the accuracy report of the calibration subsystem: cosine / max error
@@ -27,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=DEFAULT, help=f"model:config list (default {DEFAULT})")
     ap.add_argument("--calib-size", type=int, default=32)
     ap.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    ap.add_argument("--formats", default="onnx", help="int8 formats, comma-separated (default onnx; "
+                    "onnx,openvino adds the NNCF rows)")
     ap.add_argument("--markdown", type=Path, help="also write the Markdown table here")
     ap.add_argument("--json", type=Path, help="also write the reports as JSON here")
     args = ap.parse_args(argv)
@@ -42,30 +48,32 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.models.split(","):
             model, _, config = item.partition(":")
             print(f"[int8] {model} ({config})", file=sys.stderr, flush=True)
-            req = registry.ExportRequest(model, ["onnx"], "int8", config or "demo", out=Path(tmp),
+            formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+            req = registry.ExportRequest(model, formats, "int8", config or "demo", out=Path(tmp),
                                          calib=CalibSource(None, args.calib_size),
                                          quant=QuantConfig(method=args.method, cache_dir=Path(tmp) / "cache"))
             registry.export(req, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
-            rep = registry.last_reports[0]
-            reports.append((f"{model}:{config}", rep))
+            for fmt, rep in zip(formats, registry.last_reports):
+                reports.append((f"{model}:{config}", fmt, rep))
     lines = [f"ONNX Runtime {onnxruntime.__version__}, {platform.processor() or platform.machine()}, "
-             f"calibration: {args.calib_size} samples, {args.method}", "",
-             "| model | graph | fp32 ms | int8 ms | speed-up | min cosine | task metric | fp32 | int8 |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
-    for name, rep in reports:
+             f"calibration: {args.calib_size} samples, {args.method}; fp32 = ONNX Runtime", "",
+             "| model | int8 format | graph | fp32 ms | int8 ms | speed-up | min cosine | task metric | fp32 | int8 |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for name, fmt, rep in reports:
         tasks = list(rep.task.items()) or [("-", {"fp32": float("nan"), "int8": float("nan")})]
         for i, (g, sp) in enumerate(rep.speed.items()):
             cos = min(o.cosine for o in rep.outputs if o.graph == g)
             metric, vals = tasks[i] if i < len(tasks) else ("", None)
             fp, q = (f"{vals['fp32']:.4f}", f"{vals['int8']:.4f}") if vals and vals["fp32"] == vals["fp32"] else ("", "")
-            lines.append(f"| {name if i == 0 else ''} | {g} | {sp['fp32_ms']:.2f} | {sp['int8_ms']:.2f} | "
+            lines.append(f"| {name if i == 0 else ''} | {fmt if i == 0 else ''} | {g} | {sp['fp32_ms']:.2f} | "
+                         f"{sp['int8_ms']:.2f} | "
                          f"{sp['speedup']:.2f}x | {cos:.4f} | {metric} | {fp} | {q} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
     if args.json:
-        args.json.write_text(json.dumps({n: r.to_json() for n, r in reports}, indent=1))
+        args.json.write_text(json.dumps({f"{n}:{f}": r.to_json() for n, f, r in reports}, indent=1))
     return 0
 
 
