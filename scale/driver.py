@@ -167,6 +167,7 @@ def run_job(job: Job, inputs: Sequence[Any], out: Path | None = None, executor: 
                     stats.computed += len(ready)
                     advance(len(ready))
             stats.retries = ex.retries
+        stats.seconds = time.perf_counter() - t0  # before close(): stopping Ray is not work
         if not order.complete:
             raise MmedgeError(f"internal error: {len(inputs) - len(records)} inputs have no result")
     except KeyboardInterrupt:
@@ -178,7 +179,6 @@ def run_job(job: Job, inputs: Sequence[Any], out: Path | None = None, executor: 
             ex.close()
         if results is not None:
             results.close()
-    stats.seconds = time.perf_counter() - t0
     stats.errors = sum(1 for r in records.values() if "error" in r)
     return [records[i] for i in range(len(inputs))], stats
 

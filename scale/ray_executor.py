@@ -6,9 +6,10 @@
 - Artifacts: by default each actor loads the artifact from its path, which
   must be on storage every node sees (NFS, a shared volume, the same local
   disk on one machine). With `ship_artifact` the driver packs the artifact
-  once, puts it in Ray's object store, and each actor unpacks it into a
-  temporary folder when it starts: sent once per actor (nodes cache objects),
-  never per shard. Caption inputs are image paths and need shared storage too.
+  once and puts it in Ray's object store; the first actor on a node unpacks
+  it into <tmp>/mmedge-ray-artifacts/<manifest digest>, later ones reuse that:
+  sent once per actor at most (nodes cache objects), never per shard. Caption
+  inputs are image paths and need shared storage too.
 - Failures: the driver keeps two shards in flight per actor. When an actor's
   process dies (killed, out of memory, its node lost), its shards go back to
   the front of the queue and a fresh actor takes its place; a shard is tried
@@ -21,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 from collections import deque
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from mmedge.errors import InputError, MissingDependencyError, MmedgeError
-from mmedge.scale.driver import EXECUTORS, Job, Records, Shard, run_shard
+from mmedge.scale.driver import EXECUTORS, Job, Records, Shard, manifest_digest, run_shard
 
 IN_FLIGHT = 2  # shards queued per actor, so it never idles waiting for the driver
 READY_TIMEOUT_S = 300.0
@@ -53,10 +55,31 @@ def pack_artifact(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def unpack_artifact(blob: bytes) -> Path:
-    dest = Path(tempfile.mkdtemp(prefix="mmedge-artifact-"))
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-        tar.extractall(dest, filter="data")  # refuses absolute paths, `..` and links out of dest
+def unpack_artifact(blob: bytes, digest: str) -> Path:
+    """Unpack once per node into <tmp>/mmedge-ray-artifacts/<manifest digest>; later actors reuse it.
+
+    Written to a temporary folder and renamed, so a concurrent actor never sees half an
+    artifact; `load()` then checks every file's sha256 against the manifest.
+    """
+    root = Path(tempfile.gettempdir()) / "mmedge-ray-artifacts"
+    dest = root / digest
+    if (dest / "manifest.json").is_file():
+        return dest
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=root))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+            for m in tar.getmembers():  # what the "data" filter refuses, checked on every Python version
+                if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
+                    raise InputError(f"shipped artifact: refusing member {m.name!r}")
+            tar.extractall(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.rename(tmp, dest)
+    except OSError:  # another actor on this node unpacked it first
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -68,7 +91,7 @@ class MmedgeWorker:
     turns them back into one-line errors.
     """
 
-    def __init__(self, job: Job, blob: bytes | None) -> None:
+    def __init__(self, job: Job, blob: bytes | None, digest: str = "") -> None:
         import socket
 
         self.job, self.pipe, self.error = job, None, None
@@ -77,7 +100,7 @@ class MmedgeWorker:
             if blob is None and not Path(job.artifact).is_dir():
                 raise InputError(f"{job.artifact}: artifact not found on the worker at {self.where}; put it on "
                                  f"storage every node sees, or pass --ship-artifact")
-            self.pipe = job.load(unpack_artifact(blob) if blob is not None else None)
+            self.pipe = job.load(unpack_artifact(blob, digest) if blob is not None else None)
         except MmedgeError as e:
             self.error = str(e)
         except Exception as e:  # noqa: BLE001 - reported to the driver as one line
@@ -115,13 +138,14 @@ class RayExecutor:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         self.workers = workers or max(1, int(cpus // threads))
         blob = ray.put(pack_artifact(Path(job.artifact))) if ship_artifact else None
+        self._digest = manifest_digest(job.artifact)
         self._actor_cls = ray.remote(MmedgeWorker).options(num_cpus=threads, max_restarts=0)
         self._blob = blob
         self.slots = [_Slot(self._spawn()) for _ in range(self.workers)]
         self._await_ready(cpus, threads)
 
     def _spawn(self) -> Any:
-        return self._actor_cls.remote(self.job, self._blob)
+        return self._actor_cls.remote(self.job, self._blob, self._digest)
 
     def _await_ready(self, cpus: float, threads: int) -> None:
         ray = self.ray
@@ -131,7 +155,13 @@ class RayExecutor:
             raise MmedgeError(f"only {len(done)} of {self.workers} Ray workers started within "
                               f"{READY_TIMEOUT_S:.0f} s (the cluster has {cpus:g} CPUs, each worker asks for "
                               f"{threads}); ask for fewer --workers")
-        for slot, (where, error) in zip(self.slots, ray.get(refs)):
+        try:
+            started = ray.get(refs)
+        except Exception as e:  # noqa: BLE001 - e.g. mmedge or a backend missing on a node: the actor cannot start
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise MmedgeError(f"a Ray worker died while starting ({type(e).__name__}: {first[:300]}); install "
+                              f"mmedge with its backend extra on every node") from None
+        for slot, (where, error) in zip(self.slots, started):
             if error is not None:
                 raise MmedgeError(f"Ray worker ({where}) could not load the artifact: {error}")
             slot.where = where

@@ -168,6 +168,33 @@ def test_result_file_without_sidecar_is_not_overwritten(tmp_path: Path) -> None:
     assert out.read_text() == '{"index": 0, "image": "a"}\n'
 
 
+def test_shipped_artifact_unpacks_once_per_node_and_refuses_traversal(artifact: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import tarfile
+    import tempfile
+
+    from mmedge.runtime import load
+    from mmedge.scale.driver import manifest_digest
+    from mmedge.scale.ray_executor import pack_artifact, unpack_artifact
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    blob, digest = pack_artifact(artifact), manifest_digest(artifact)
+    first = unpack_artifact(blob, digest)
+    assert first == tmp_path / "mmedge-ray-artifacts" / digest
+    assert unpack_artifact(b"not even a tar", digest) == first  # the node's copy is reused, blob unread
+    assert load(first).manifest.model == "captioner"  # every file's sha256 checked
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tar:
+        info = tarfile.TarInfo("../pwned")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(InputError, match="refusing member '../pwned'"):
+        unpack_artifact(evil.getvalue(), "other")
+    assert not (tmp_path / "pwned").exists()
+    assert [p.name for p in (tmp_path / "mmedge-ray-artifacts").iterdir()] == [digest]  # no leftovers
+
+
 def test_ray_argv_optional_address() -> None:
     assert ray_argv(["caption", "--ray", "photos/", "-a", "x"]) == ["caption", "--ray=local", "photos/", "-a", "x"]
     assert ray_argv(["eval", "--ray", "10.0.0.1:6379"]) == ["eval", "--ray=10.0.0.1:6379"]
