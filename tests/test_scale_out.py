@@ -281,8 +281,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, st
     import secrets
 
     pytest.importorskip("ray")
-    beside = Path(sys.executable).parent / "ray"  # the `ray` script of this interpreter's environment
-    ray_bin = str(beside) if beside.exists() else shutil.which("ray") or pytest.skip("no `ray` command")
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # `ray`, run by this interpreter: so are the workers
     port = _free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
@@ -292,9 +291,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, st
               "--disable-usage-stats"]
     temp = Path(f"/tmp/mmrt{port}")  # short: Ray's socket paths must fit 107 characters
     try:
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
+        subprocess.run([*ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
                         f"--temp-dir={temp}", *common], check=True, env=env, capture_output=True, timeout=120)
-        subprocess.run([ray_bin, "start", f"--address={address}", *common], check=True, env=env,
+        subprocess.run([*ray_cli, "start", f"--address={address}", *common], check=True, env=env,
                        capture_output=True, timeout=120)
         probe = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='%s', logging_level='ERROR');"
                                 "print(sum(n['Alive'] for n in ray.nodes()), ray.cluster_resources()['CPU'])"
@@ -302,7 +301,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, st
         assert probe.stdout.split() == ["2", "2.0"], probe.stdout + probe.stderr
         yield address, env
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([*ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
 
 
