@@ -32,8 +32,6 @@ which is what a Jetson bundle carries to the board.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
 import struct
@@ -43,6 +41,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mmedge.atomic import write_atomic
 from mmedge.calibration.onnxruntime import _quiet  # one place silences ORT's quantizer logging
 from mmedge.calibration.data import CalibrationSet, CalibSource
 from mmedge.calibration.recipes import QuantConfig, cache_dir, cache_key, register_recipe
@@ -107,19 +106,7 @@ def format_calibration_cache(ranges: Mapping[str, tuple[float, float]], version:
 def write_calibration_cache(ranges: Mapping[str, tuple[float, float]], path: Path,
                             version: str = CACHE_TRT_VERSION, calibrator: str = CACHE_CALIBRATOR) -> Path:
     """Write TensorRT's text calibration cache for `ranges` (tensor -> (min, max)) atomically."""
-    path = Path(path)
-    text = format_calibration_cache(ranges, version, calibrator)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, format_calibration_cache(ranges, version, calibrator), encoding="ascii")
 
 
 def read_calibration_cache(path: Path) -> tuple[str, str, dict[str, float]]:

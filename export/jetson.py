@@ -33,7 +33,6 @@ bundle instead of writing one).
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -48,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from mmedge.atomic import atomic_path
 from mmedge.errors import ArtifactError, ExportError, InputError
 from mmedge.export.package import PackageRequest, register_packager
 from mmedge.runtime.manifest import MANIFEST, Manifest, read_manifest
@@ -222,28 +222,20 @@ def _sha256(data: bytes) -> str:
 
 def _write_tar_atomic(root: Path, out: Path) -> None:
     """Deterministic .tar.gz of `root` (sorted, fixed owner and time), temp file + os.replace."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", _FIXED_MTIME))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=mtime) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for p in [root, *sorted(root.rglob("*"))]:
-                info = tarfile.TarInfo(p.relative_to(root.parent).as_posix())
-                info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
-                if p.is_dir():
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-                else:
-                    data = p.read_bytes()
-                    info.size, info.mode = len(data), 0o755 if os.access(p, os.X_OK) else 0o644
-                    tar.addfile(info, io.BytesIO(data))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(out) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=mtime) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for p in [root, *sorted(root.rglob("*"))]:
+            info = tarfile.TarInfo(p.relative_to(root.parent).as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
+            if p.is_dir():
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                data = p.read_bytes()
+                info.size, info.mode = len(data), 0o755 if os.access(p, os.X_OK) else 0o644
+                tar.addfile(info, io.BytesIO(data))
 
 
 # ------------------------------------------------------------------ verify

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from mmedge.atomic import atomic_path
 from mmedge.errors import ArtifactError, InputError, ParityError
 from mmedge.export.package import PackageRequest, register_packager
 from mmedge.runtime.manifest import MANIFEST, GraphEntry, Manifest, TensorSpec, read_manifest, sha256_file
@@ -373,24 +374,15 @@ def _preprocessing_doc(m: Manifest, per: dict[str, tuple[Path, Manifest]]) -> di
 
 def _zip(stage: Path, out: Path) -> None:
     """Write the staged tree as a zip next to `out`, then rename it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in sorted(stage.rglob("*"), key=lambda q: q.relative_to(stage).as_posix()):
-                if not p.is_file():
-                    continue
-                info = zipfile.ZipInfo(p.relative_to(stage).as_posix(), ZIP_DATE)
-                info.external_attr = (stat.S_IFREG | 0o644) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with open(p, "rb") as src, z.open(info, "w") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(stage.rglob("*"), key=lambda q: q.relative_to(stage).as_posix()):
+            if not p.is_file():
+                continue
+            info = zipfile.ZipInfo(p.relative_to(stage).as_posix(), ZIP_DATE)
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(p, "rb") as src, z.open(info, "w") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def build(req: PackageRequest) -> Path:

@@ -27,17 +27,16 @@ engines are pinned to the opt shapes and the captioner's decoder graphs stay on 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from mmedge.atomic import write_atomic
 from mmedge.errors import ExportError, InputError, MmedgeError
 from mmedge.export.registry import ExportContext, register_exporter
 from mmedge.runtime.backends.tensorrt import (ENGINE_EXT, RECORD, GpuInfo, gpu_info, import_tensorrt,
@@ -294,18 +293,6 @@ def default_timing_cache(trt_version: str, gpu: GpuInfo) -> Path:
         f"timing-{trt_version}-{_slug(gpu.name)}-sm{gpu.compute_capability.replace('.', '')}.cache"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
 
 def fp16_onnx(src: Path, dst: Path) -> Path:
     """fp16 copy of an fp32 ONNX graph with fp32 inputs/outputs (strongly typed fp16 engines)."""
@@ -399,9 +386,9 @@ def build_engine(onnx_path: Path, engine_path: Path, shapes: Shapes, s: BuildSet
     if serialized is None:
         raise ExportError(f"{onnx_path.name}: TensorRT {trt.__version__} could not build an engine "
                           f"(see the TensorRT log above)")
-    _write_atomic(engine_path, bytes(serialized))
+    write_atomic(engine_path, bytes(serialized))
     if cache is not None and timing_cache is not None:
-        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return {"source": f"{ONNX_DIR}/{onnx_path.name}", "profile": {k: [list(d) for d in v] for k, v in shapes.items()},
             "flags": list(plan.flags), "strongly_typed": plan.strongly_typed,
             "int8_source": ("calib" if plan.calibrator else "qdq") if s.precision == "int8" else None}

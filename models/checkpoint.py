@@ -511,3 +511,11 @@ __all__ = [
     "PickledObject", "TutorialCheckpoint", "captioner_from_checkpoint", "infer_config",
     "load_captioner", "load_tutorial_checkpoint", "restricted_pickle",
 ]
+
+
+def save_checkpoint(obj: Any, path: str | Path) -> None:
+    """torch.save whole or not at all (a killed training never leaves half a checkpoint), fsynced."""
+    from mmedge.atomic import atomic_path
+
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)

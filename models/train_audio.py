@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmedge.models.checkpoint import save_checkpoint
 from mmedge.data import sounds
 from mmedge.models import zoo
 
@@ -81,21 +81,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         p.error("--lr must be > 0")
     return args
 
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _plain_state(model: nn.Module) -> dict[str, Tensor]:
@@ -198,17 +183,17 @@ def main(argv: list[str]) -> None:
         improved = val_acc > best_acc
         if improved:
             best_acc, best_state = val_acc, _plain_state(model)
-            _atomic_save(best_state, out)
+            save_checkpoint(best_state, out)
         print(f"\repoch {epoch + 1}/{args.epochs} loss {loss_sum / seen:.4f} train acc {correct / seen:.3f} "
               f"val acc {val_acc:.3f}{' (best, saved)' if improved else ''} {time.time() - t_epoch:.0f} s",
               file=sys.stderr, flush=True)
-        _atomic_save({"model_name": name, "config": CONFIG, "epoch": epoch + 1, "model": _plain_state(model),
+        save_checkpoint({"model_name": name, "config": CONFIG, "epoch": epoch + 1, "model": _plain_state(model),
                       "optimizer": opt.state_dict(), "best_acc": best_acc, "best_state": best_state,
                       "history": history}, ckpt_path)
     if best_state is None:
         raise SystemExit("error: nothing trained (is --epochs at most the checkpoint's epoch?)")
     if not out.is_file():  # e.g. resumed a finished run with a different --out
-        _atomic_save(best_state, out)
+        save_checkpoint(best_state, out)
     log(f"best val acc {best_acc:.3f}; weights {out} ({out.stat().st_size / 1e6:.2f} MB); "
         f"checkpoint {ckpt_path}; {time.time() - t0:.0f} s")
 

@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,8 @@ from PIL import Image
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from mmedge.models.checkpoint import save_checkpoint
+from mmedge.atomic import atomic_path
 from mmedge.calibration.eval_caption import TorchCaptioner, caption_scores
 from mmedge.data import shapes
 from mmedge.models import zoo
@@ -121,10 +121,8 @@ def render_split(split: str, limit: int | None, size: int, cache: Path | None) -
         captions.append(scene.captions)
     log(f"rendered {len(seeds)} {split} scenes in {time.time() - t0:.1f} s")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, images=images, captions=np.array(captions))
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, images=images, captions=np.array(captions))
     return Rendered(images, captions)
 
 
@@ -157,19 +155,6 @@ class Normalise:
 
 
 # ------------------------------------------------------------------ checkpoints
-def atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def plain_state(model: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
@@ -291,14 +276,14 @@ def main(argv: list[str] | None = None) -> None:
             + f"  exact {metrics['exact_match']:.3f}  ({t_train:.0f} s train, {time.time() - t0 - t_train:.0f} s val)"
             + ("  *best*" if improved else ""))
         log(f"  e.g. {hyps[0]!r}  (ref {val_refs[0][0]!r})")
-        atomic_save({"model": plain_state(model), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+        save_checkpoint({"model": plain_state(model), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
                      "best_bleu4": best, "best_model": best_state, "history": history,
                      "torch_rng": torch.get_rng_state(), "config": args.config}, args.checkpoint)
         if args.max_minutes is not None and (time.time() - t_start) / 60.0 >= args.max_minutes:
             log(f"stopping after epoch {epoch + 1}: --max-minutes {args.max_minutes} reached")
             break
     assert best_state is not None
-    atomic_save(best_state, args.out)
+    save_checkpoint(best_state, args.out)
     size = args.out.stat().st_size
     log(f"wrote {args.out} ({size / 1e6:.2f} MB, best val BLEU-4 {best:.4f}) in {time.time() - t_start:.0f} s")
 

@@ -31,7 +31,6 @@ import math
 import numbers
 import os
 import struct
-import tempfile
 import warnings
 import wave
 from functools import lru_cache
@@ -40,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from mmedge.atomic import atomic_path
 from mmedge.errors import InputError, UnknownNameError
 
 # Defaults: the Speech2Face voice-encoder front-end (16 kHz, 25 ms Hann window,
@@ -693,23 +693,11 @@ def write_wav(path: str | os.PathLike, x: np.ndarray, sample_rate: int) -> None:
     else:
         raise InputError(f"{name}: expected float or int16 samples, got dtype {a.dtype}")
     pcm = pcm.reshape(1, -1) if pcm.ndim == 1 else pcm
-    directory = os.path.dirname(os.path.abspath(name))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(name)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with wave.open(f, "wb") as w:
-                w.setnchannels(pcm.shape[0])
-                w.setsampwidth(2)
-                w.setframerate(sample_rate)
-                w.writeframes(np.ascontiguousarray(pcm.T).astype("<i2").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, name)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(os.path.abspath(name), fsync=True) as tmp, open(tmp, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(pcm.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(np.ascontiguousarray(pcm.T).astype("<i2").tobytes())
 
 
 def check_audio(x: np.ndarray, name: str = "audio") -> np.ndarray:

@@ -3,12 +3,12 @@ attention map upsampled over the image, with PIL alone (no matplotlib)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from mmedge.atomic import atomic_path
 
 PANEL = 224
 LABEL_H = 18
@@ -35,14 +35,5 @@ def attention_grid(image: np.ndarray, words: list[str], alphas: np.ndarray, colu
 
 def save_png(img: Image.Image, path: str | Path) -> None:
     """Write atomically: a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         img.save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

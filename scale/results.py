@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from mmedge.atomic import write_atomic
 from mmedge.errors import InputError
 
 
@@ -117,19 +118,13 @@ class ResultFile:
         if self._cut is not None and self.path.exists():
             with open(self.path, "r+b") as fh:
                 fh.truncate(self._cut)
-        _write_atomic(sidecar(self.path), json.dumps(asdict(self.header), indent=2) + "\n")
+        write_atomic(sidecar(self.path), json.dumps(asdict(self.header), indent=2) + "\n")
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class InOrder:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from mmedge.atomic import write_atomic
 from mmedge.errors import ArtifactError, InputError, MissingDependencyError, MmedgeError
 from mmedge.runtime.manifest import MANIFEST, GraphEntry, Manifest, TensorSpec, hash_files, read_manifest
 from mmedge.runtime.session import Feeds, Session
@@ -385,9 +386,7 @@ def write_engine_artifact(source: Path, engines: Path, precision: str, record: d
                         tools={**src.tools, "tensorrt": str(record.get("tensorrt", ""))},
                         extra={**extra, "tensorrt": record})
     manifest.files = hash_files(engines)
-    tmp = engines / f".{MANIFEST}.tmp"
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    os.replace(tmp, engines / MANIFEST)
+    write_atomic(engines / MANIFEST, manifest.to_json())
     return engines
 
 
