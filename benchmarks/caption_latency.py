@@ -40,9 +40,10 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -306,47 +307,18 @@ def write_image(path: Path, width: int = 640, height: int = 480) -> Path:
     return path
 
 
-def physical_cores() -> int:
-    """Physical cores from /proc/cpuinfo (what ONNX Runtime's default thread pool uses)."""
-    try:
-        pairs, phys, core = set(), None, None
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = (s.strip() for s in line.partition(":"))
-            if key == "physical id":
-                phys = val
-            elif key == "core id":
-                core = val
-            elif not line.strip() and core is not None:
-                pairs.add((phys, core))
-                core = None
-        if core is not None:
-            pairs.add((phys, core))
-        return len(pairs) or (os.cpu_count() or 1)
-    except OSError:
-        return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def other_cpu_load(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
     """Average number of CPUs kept busy by OTHER processes between two snapshots (the profiler's measure)."""
     return profiler.other_cpu_load(a, b, min_interval=0.0)
 
 
-def _load_line(load: float | None, cpus: int | None, limit: float) -> str:
+def load_line(load: float | None, cpus: int | None, limit: float, hint: str = "") -> str:
+    """The report's line on other processes' CPU use during the timed runs, with a warning above `limit`."""
     if load is None:
         return "Competing load: unknown (no /proc/stat)."
     warn = (f" - above the {limit:.2f} limit: the CPUs were shared with other work, latencies are inflated and "
-            "the ratio is distorted (oversubscribed multi-threaded PyTorch slows down far more than ONNX Runtime, "
-            "which inflates the speed-up); rerun on an idle machine.") if load > limit else "."
+            "the ratios distorted (oversubscribed multi-threaded PyTorch slows down far more than the runtimes, "
+            f"which inflates the speed-ups){hint}; rerun on an idle machine.") if load > limit else "."
     return f"Competing load: other processes kept {load:.2f} of {cpus} CPUs busy on average during the timed runs{warn}"
 
 
@@ -354,21 +326,22 @@ def machine_info(threads: int | None) -> dict[str, Any]:
     import onnxruntime as ort
 
     return {
-        "cpu": cpu_model(),
+        "cpu": profiler.cpu_model(),
         "logical_cpus": os.cpu_count(),
-        "physical_cores": physical_cores(),
+        "physical_cores": profiler.physical_cores(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
         "torch_threads": torch.get_num_threads(),
-        "ort_intra_op_threads": threads if threads else f"default (0: one per physical core = {physical_cores()})",
+        "ort_intra_op_threads": threads if threads else f"default (0: one per physical core = {profiler.physical_cores()})",
         "threads_option": threads,
     }
 
 
 # ===================================================================== report
-def _stats(runs: list[Any], keys: tuple[str, ...]) -> dict[str, Any]:
+def summarize_runs(runs: list[Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Medians (and the min total) of timed runs, per stage in `keys`, in seconds."""
     out: dict[str, Any] = {"runs": [{k: v for k, v in asdict(r).items() if k != "tokens"} for r in runs]}
     totals = [r.total for r in runs]
     out["median_s"], out["min_s"] = statistics.median(totals), min(totals)
@@ -378,7 +351,8 @@ def _stats(runs: list[Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _ms(s: float | None) -> str:
+def ms(s: float | None) -> str:
+    """Seconds as a millisecond cell ('-' when absent)."""
     return "-" if s is None else f"{s * 1e3:,.1f}"
 
 
@@ -397,19 +371,19 @@ def render(res: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs / {m['physical_cores']} physical cores; "
         f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), "
         f"onnxruntime {m['onnxruntime']} (intra-op threads: {m['ort_intra_op_threads']}).",
-        _load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"]),
+        load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"]),
         f"Repeats: {res['repeat']} per pipeline after 1 warm-up, interleaved. "
         f"ONNX export (once, not timed below): {res['export_s']:.1f} s.",
         "",
         "| pipeline | median e2e (ms) | min e2e (ms) | read+preprocess | encoder | decoder init "
         f"| {STEPS} decoding steps | per step | rest |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| tutorial eager (PyTorch) | {_ms(e['median_s'])} | {_ms(e['min_s'])} | {_ms(e['preprocess_median_s'])} "
-        f"| {_ms(e['encoder_median_s'])} | {_ms(e['decoder_init_median_s'])} | {_ms(e['decoding_median_s'])} "
-        f"| {_ms(e['per_step_median_s'])} | - |",
-        f"| mmedge (ONNX Runtime) | {_ms(o['median_s'])} | {_ms(o['min_s'])} | in rest "
-        f"| {_ms(o['encoder_median_s'])} | {_ms(o['decoder_init_median_s'])} | {_ms(o['decoding_median_s'])} "
-        f"| {_ms(o['per_step_median_s'])} | {_ms(o['rest_median_s'])} |",
+        f"| tutorial eager (PyTorch) | {ms(e['median_s'])} | {ms(e['min_s'])} | {ms(e['preprocess_median_s'])} "
+        f"| {ms(e['encoder_median_s'])} | {ms(e['decoder_init_median_s'])} | {ms(e['decoding_median_s'])} "
+        f"| {ms(e['per_step_median_s'])} | - |",
+        f"| mmedge (ONNX Runtime) | {ms(o['median_s'])} | {ms(o['min_s'])} | in rest "
+        f"| {ms(o['encoder_median_s'])} | {ms(o['decoder_init_median_s'])} | {ms(o['decoding_median_s'])} "
+        f"| {ms(o['per_step_median_s'])} | {ms(o['rest_median_s'])} |",
         f"| **speed-up eager / mmedge** | **{ratio:.2f}x** | {ratio_min:.2f}x | | "
         f"{e['encoder_median_s'] / o['encoder_median_s']:.2f}x | | "
         f"{e['decoding_median_s'] / o['decoding_median_s']:.2f}x | "
@@ -514,8 +488,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(f"run {i + 1}/{args.repeat}: eager {eager_runs[-1].total * 1e3:,.0f} ms, "
             f"mmedge {mm_runs[-1].total * 1e3:,.0f} ms")
 
-    eager = _stats(eager_runs, ("preprocess", "encoder", "decoder_init", "decoding"))
-    mm = _stats(mm_runs, ("encoder", "decoder_init", "decoding", "rest"))
+    eager = summarize_runs(eager_runs, ("preprocess", "encoder", "decoder_init", "decoding"))
+    mm = summarize_runs(mm_runs, ("encoder", "decoder_init", "decoding", "rest"))
     return {
         "benchmark": "caption_latency", "model": "captioner", "config": CONFIG, "vocab_size": len(word_map),
         "beam": BEAM, "steps": STEPS, "repeat": args.repeat, "machine": machine_info(args.threads),
@@ -539,15 +513,22 @@ class TokenMismatch(RuntimeError):
                          f"mmedge {mmedge[first:first + 5]}... (lengths {len(eager)} / {len(mmedge)})")
 
 
+@contextmanager
+def workdir(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """`--keep DIR` (created), else a temporary folder removed afterwards."""
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+    else:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield Path(tmp)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            res = run(args, args.keep)
-        else:
-            with tempfile.TemporaryDirectory(prefix="caption_latency_") as tmp:
-                res = run(args, Path(tmp))
+        with workdir(args.keep, "caption_latency_") as wd:
+            res = run(args, wd)
     except TokenMismatch as e:
         print(f"caption_latency: FAILED: eager and mmedge captions differ: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -58,16 +57,7 @@ def log(msg: str) -> None:
     print(f"[openvino_latency] {msg}", file=sys.stderr, flush=True)
 
 
-MAX_OTHER_LOAD = getattr(cl, "MAX_OTHER_LOAD", 0.25)  # CPUs busy with other work above which ratios mislead
-
-
-def load_line(load: float | None, cpus: int | None) -> str:
-    if load is None:
-        return "Competing load: unknown (no /proc/stat)."
-    warn = (f" - above {MAX_OTHER_LOAD:.2f}: latencies are inflated and the ratios distorted (oversubscribed "
-            "multi-threaded PyTorch slows down far more than the runtimes, which inflates every speed-up); the "
-            "min columns are the least disturbed; rerun on an idle machine.") if load > MAX_OTHER_LOAD else "."
-    return f"Competing load: other processes kept {load:.2f} of {cpus} CPUs busy on average during the timed runs{warn}"
+MAX_OTHER_LOAD = cl.MAX_OTHER_LOAD  # CPUs busy with other work above which ratios mislead
 
 
 def int8_artifact(onnx_dir: Path, out: Path, calib: Any, cache: Path, dynamic_decoder: bool = False) -> Path:
@@ -162,9 +152,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(f"run {i + 1}/{args.repeat}: " + ", ".join(f"{n} {runs[n][-1].total * 1e3:,.0f} ms" for n in names))
     load_other = cl.other_cpu_load(cpu0, cl.cpu_snapshot())
 
-    stats = {"eager": cl._stats(runs["eager"], ("preprocess", "encoder", "decoder_init", "decoding"))}
+    stats = {"eager": cl.summarize_runs(runs["eager"], ("preprocess", "encoder", "decoder_init", "decoding"))}
     for name in pipes:
-        stats[name] = cl._stats(runs[name], ("encoder", "decoder_init", "decoding", "rest"))
+        stats[name] = cl.summarize_runs(runs[name], ("encoder", "decoder_init", "decoding", "rest"))
     e = stats["eager"]
     for name in pipes:
         stats[name]["speedup_median"] = e["median_s"] / stats[name]["median_s"]
@@ -223,7 +213,7 @@ def demo_bleu(workdir: Path, calib_size: int) -> dict[str, Any]:
 def render(res: dict[str, Any]) -> str:
     m, rows = res["machine"], res["rows"]
     e = rows["eager"]
-    ms = cl._ms
+    ms = cl.ms
     lines = [
         f"## Caption latency on OpenVINO: full captioner (ResNet-101 @256, vocab {res['vocab_size']:,}), "
         f"beam {res['beam']}, {res['steps']} steps forced",
@@ -231,7 +221,8 @@ def render(res: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs / {m['physical_cores']} physical cores; "
         f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, "
         f"OpenVINO {m['openvino']} (threads: {res['machine']['threads_option'] or 'default'}).",
-        load_line(res["other_cpu_load"], m["logical_cpus"]),
+        cl.load_line(res["other_cpu_load"], m["logical_cpus"], MAX_OTHER_LOAD,
+                     "; the min columns are the least disturbed"),
         f"Repeats: {res['repeat']} per pipeline after 1 warm-up, interleaved. Export to ONNX + OpenVINO "
         f"{res['times']['export_onnx_and_openvino_s']:.0f} s; int8 calibration ({res['calib_size']} images) + NNCF "
         f"{res['times']['int8_calibration_and_quantization_s']:.0f} s (not timed below).",
@@ -306,12 +297,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            res = run(args, args.keep)
-        else:
-            with tempfile.TemporaryDirectory(prefix="openvino_latency_") as tmp:
-                res = run(args, Path(tmp))
+        with cl.workdir(args.keep, "openvino_latency_") as wd:
+            res = run(args, wd)
     except cl.TokenMismatch as e:
         print(f"openvino_latency: FAILED: an fp32 pipeline's tokens differ from eager: {e}", file=sys.stderr)
         return 2
