@@ -280,8 +280,6 @@ def _caption_batch(paths: list[str], artifact: Path, backend: Optional[str], thr
     from mmedge.runtime.session import parse_options
     from mmedge.scale import Job, run_job
 
-    if executor["executor"] == "ray" and threads is None:
-        threads = 1  # one core per worker; --workers x --threads should not exceed the cluster's CPUs
     job = Job("caption", str(artifact), backend, threads, options, parse_options(pairs))
     records, stats = run_job(job, paths, out, shard_size=shard_size, progress=not as_json, overwrite=overwrite,
                              log=err, **executor)
@@ -461,11 +459,10 @@ def _eval_sharded(model: str, artifact: Optional[Path], backend: Optional[str], 
     beams = _beams(beam) if model == "captioner" else [0]
     if out is not None and len(beams) > 1:
         raise MmedgeError(f"--out holds one evaluation: pass one --beam (got {beam!r})")
-    threads = 1 if executor["executor"] == "ray" else None
     results = []
     for b in beams:
         result, stats = evaluate_sharded(model, artifact, split, limit, beam=b, out=out, overwrite=overwrite,
-                                         backend=backend, threads=threads, session=parse_options(pairs),
+                                         backend=backend, session=parse_options(pairs),
                                          progress=not as_json, log=err,
                                          **executor)
         if not as_json:

@@ -26,7 +26,7 @@ import shutil
 import tarfile
 import tempfile
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -131,14 +131,16 @@ class RayExecutor:
                  workers: int | None = None, ship_artifact: bool = False, max_attempts: int = 4,
                  **_: Any) -> None:
         ray = self.ray = require_ray()
+        if job.threads is None:  # one core per worker: a backend's default (all cores) would oversubscribe
+            job = replace(job, threads=1)
         self.job, self.log, self.max_attempts = job, log, max_attempts
         self.retries = 0
         self.started_here = _connect(ray, address)
-        threads = job.threads or 1
+        threads = job.threads
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         self.workers = workers or max(1, int(cpus // threads))
         blob = ray.put(pack_artifact(Path(job.artifact))) if ship_artifact else None
-        self._digest = manifest_digest(job.artifact)
+        self._digest = manifest_digest(job.artifact) if ship_artifact else ""
         self._actor_cls = ray.remote(MmedgeWorker).options(num_cpus=threads, max_restarts=0)
         self._blob = blob
         self.slots = [_Slot(self._spawn()) for _ in range(self.workers)]
