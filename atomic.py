@@ -12,7 +12,26 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+_interrupted = False
+
+
+def on_sigint(signum: int, frame: Any) -> None:
+    """SIGINT handler (installed by the CLI): remember the interrupt, then raise as Python does.
+
+    Some libraries swallow KeyboardInterrupt (onnxslim guards an import with a bare
+    `except:`), so a Ctrl-C could otherwise let the work finish and publish its result.
+    """
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    """Called right before a result is renamed into place: nothing is published after Ctrl-C."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 @contextmanager
@@ -29,6 +48,7 @@ def atomic_path(path: str | Path, suffix: str = ".tmp", mode: int = 0o644, fsync
     tmp = Path(name)
     try:
         yield tmp
+        check_interrupted()
         if fsync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
 
+from mmedge.atomic import on_sigint
 from mmedge.errors import MmedgeError, NotBuiltError
 
 app = typer.Typer(
@@ -634,6 +637,16 @@ def ray_argv(argv: list[str]) -> list[str]:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; usage errors become one stderr line too."""
     argv = ray_argv(list(sys.argv[1:] if argv is None else argv))
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None  # remembered even if swallowed
+    try:
+        return _run(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv: list[str]) -> int:
     try:
         rc = app(args=argv, standalone_mode=False)
     except typer.Abort:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from mmedge.atomic import check_interrupted
 from mmedge.runtime.manifest import MANIFEST, Manifest, TensorSpec, hash_files
 
 
@@ -86,6 +87,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     owner.write_text(str(os.getpid()))
     try:
         yield tmp
+        check_interrupted()
         os.chmod(tmp, 0o755)
         with _swap_lock(dest):
             old = None

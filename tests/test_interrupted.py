@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mmedge import atomic
+from mmedge.atomic import write_atomic
 from mmedge.export.artifact import atomic_dir
 from mmedge.runtime.manifest import read_manifest
 
@@ -72,3 +74,19 @@ def test_written_files_are_not_world_writable(tmp_path: Path) -> None:
     art = tmp_path / "captioner-tiny-onnx-fp32"
     for p in [art, *art.rglob("*")]:
         assert not os.stat(p).st_mode & 0o002, p
+
+
+def test_a_swallowed_ctrl_c_still_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library that swallows KeyboardInterrupt (onnxslim guards an import with a bare except)
+    must not let the interrupted work be renamed into place: CI once saw an export exit 0 after Ctrl-C."""
+    monkeypatch.setattr(atomic, "_interrupted", False)
+    try:
+        atomic.on_sigint(signal.SIGINT, None)
+    except KeyboardInterrupt:
+        pass  # swallowed, as the library does
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(tmp_path / "artifact") as tmp:
+            (tmp / "model.onnx").write_text("x")
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "cache.json", "{}")
+    assert list(tmp_path.iterdir()) == []
