@@ -465,6 +465,26 @@ _SPECTROGRAM_KINDS: dict[str, tuple[Callable[..., np.ndarray], tuple[str, ...]]]
 }
 
 
+def linear_view(y: np.ndarray, params: dict) -> np.ndarray:
+    """A front-end's output mapped back before its compression, in float64.
+
+    Power-law and log compression multiply float32 rounding near zero (d/dv |v|^0.3 is
+    unbounded at 0), so two correct STFTs on different CPUs can differ by 0.03 after
+    ``sign(v)|v|^0.3`` while agreeing to 1e-7 of the peak before it. Comparisons of
+    front-end outputs (goldens, ports) are well conditioned in this view.
+    """
+    kind = params.get("kind") if isinstance(params, dict) else None
+    y = np.asarray(y, dtype=np.float64)
+    if kind == "stft_powerlaw":
+        return np.sign(y) * np.abs(y) ** (1.0 / float(params.get("power", POWER_LAW)))
+    if kind == "log_mel":
+        log = params.get("log", "db")
+        return 10.0 ** (y / 10.0) if log == "db" else np.exp(y) if log == "ln" else y
+    if kind == "waveform":
+        return y
+    raise UnknownNameError("spectrogram kind", str(kind), list(_SPECTROGRAM_KINDS))
+
+
 def spectrogram_from_params(x: np.ndarray, params: dict) -> np.ndarray:
     """The model input for ``x`` as an artifact's manifest describes it.
 

@@ -126,7 +126,7 @@ def register_backend(info: BackendInfo) -> None:
 
 
 register_backend(BackendInfo("onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",),
-                             options=("threads", "providers")))
+                             options=("threads", "providers", "optimization")))
 register_backend(BackendInfo("openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",),
                              options=("device", "precision", "hint", "streams", "threads")))
 register_backend(BackendInfo("coreml", "mmedge.runtime.backends.coreml", "coremltools", "coreml", ("coreml",),
@@ -148,7 +148,10 @@ def parse_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
             v = int(v)
         elif v.lower() in ("true", "false"):
             v = v.lower() == "true"
-        out[key.strip().replace("-", "_")] = v
+        key = key.strip().replace("-", "_")
+        if key == "threads" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise InputError(f"backend option {pair!r}: threads must be an integer >= 1")
+        out[key] = v
     return out
 
 

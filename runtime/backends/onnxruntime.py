@@ -10,21 +10,30 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from mmedge.errors import ArtifactError
+from mmedge.errors import ArtifactError, InputError
 from mmedge.runtime.manifest import TensorSpec
 from mmedge.runtime.session import Feeds, Session
+
+
+# -O optimization=...: graph rewrites change float rounding (fused kernels), so the parity tests
+# also run with them off (.ci/run) to show the goldens do not depend on one kernel choice.
+_OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
+               "disable": "ORT_DISABLE_ALL"}
 
 
 class OrtSession(Session):
     backend = "onnxruntime"
 
     def __init__(self, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 threads: int | None = None, providers: list[str] | str | None = None) -> None:
+                 threads: int | None = None, providers: list[str] | str | None = None,
+                 optimization: str = "all") -> None:
         super().__init__(path, inputs, outputs)
         if isinstance(providers, str):  # from the command line: "CUDAExecutionProvider,CPUExecutionProvider"
             providers = [p.strip() for p in providers.split(",") if p.strip()]
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimization not in _OPT_LEVELS:
+            raise InputError(f"onnxruntime option optimization={optimization!r}; valid: {', '.join(_OPT_LEVELS)}")
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[optimization])
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
