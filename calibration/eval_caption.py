@@ -19,6 +19,8 @@ import numpy as np
 from mmedge.calibration.evaluate import EvalResult, register_evaluator
 from mmedge.calibration.metrics import corpus_bleu
 from mmedge.data import shapes
+from mmedge.errors import InputError
+from mmedge.runtime.decode import DEFAULT_MAX_LEN
 from mmedge.runtime.image import ImageLike, preprocess_image
 from mmedge.runtime.vocab import Vocabulary
 
@@ -30,7 +32,7 @@ EXAMPLES = 8
 class CaptionPredictor(Protocol):
     vocab: Vocabulary
 
-    def caption(self, images: Sequence[ImageLike], beam: int = 3, max_len: int = 50) -> list[Any]: ...
+    def caption(self, images: Sequence[ImageLike], beam: int = 3, max_len: int = DEFAULT_MAX_LEN) -> list[Any]: ...
 
 
 @dataclass
@@ -64,7 +66,7 @@ class TorchCaptioner:
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         return np.stack([preprocess_image(im, self.preprocessing, f"image {i}") for i, im in enumerate(images)])
 
-    def caption(self, images: Sequence[ImageLike] | ImageLike, beam: int = 3, max_len: int = 50,
+    def caption(self, images: Sequence[ImageLike] | ImageLike, beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
                 length_norm: bool = False) -> list[TorchCaption]:
         import torch
 
@@ -118,6 +120,8 @@ def bleu_metrics(captions: Sequence[str], references: Sequence[Sequence[str]]) -
 
 
 def scenes(split: str = "test", limit: int | None = None) -> list[shapes.Scene]:
+    if split not in shapes.SPLITS:
+        raise InputError(f"unknown split {split!r}; expected one of {', '.join(shapes.SPLITS)}")
     seeds = shapes.split(split)
     return [shapes.make_scene(s) for s in (seeds if limit is None else seeds[:limit])]
 

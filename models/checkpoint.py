@@ -10,7 +10,10 @@ allow-list of globals (tensor rebuilding, a few containers) to real objects,
 every allowed model/optimizer class to an inert `PickledObject` stand-in that
 only records its state, and refuses everything else. Nothing from the file is
 ever executed; the stand-ins are then walked to rebuild the state dicts that
-`module.state_dict()` would have returned.
+`module.state_dict()` would have returned. Forks of the tutorial often save
+the decoder (or both) inside `nn.DataParallel` / `DistributedDataParallel`:
+those wrappers are allowed as stand-ins too (with the `torch.device` and
+config records they hold) and unwrapped to their `.module`.
 
 Storage types (`torch.FloatStorage`, ...) never reach `find_class`: torch's own
 `UnpicklerWrapper` turns any global whose name contains "Storage" into an inert
@@ -26,7 +29,7 @@ import types
 import warnings
 import zipfile
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,13 @@ def _no_backend() -> None:
     return None
 
 
+def _device_name(type_: Any, index: Any = None) -> str:
+    """torch.device (a DataParallel's `src_device_obj`, a DDP's `device`): only its name is kept."""
+    if not isinstance(type_, str) or not (index is None or (isinstance(index, int) and not isinstance(index, bool))):
+        raise pickle.UnpicklingError("malformed torch.device")
+    return type_ if index is None or ":" in type_ else f"{type_}:{index}"
+
+
 # (module, name) -> the object find_class returns. Exactly what real tutorial
 # checkpoints need (checked with pickletools on torch.save output, zip and legacy):
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
@@ -129,6 +139,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("torch.nn.backends.thnn", "_get_thnn_function_backend"): _no_backend,  # checkpoints from torch 0.4-1.4
+    ("torch", "device"): _device_name,  # in nn.DataParallel / DistributedDataParallel wrappers
 }
 
 # Classes that become PickledObject stand-ins.
@@ -137,10 +148,21 @@ _TUTORIAL_CLASSES = frozenset({
     ("torchvision.models.resnet", "Bottleneck"), ("torchvision.models.resnet", "BasicBlock"),
 })
 _TORCH_CLASS_PACKAGES = ("torch.nn.modules.", "torch.optim.")
+# Forks of the tutorial save `nn.DataParallel(decoder)` (or DDP) whole: the wrapper becomes a stand-in
+# too and is unwrapped to its `.module` (its only weights; state_dict() would prefix them "module.").
+_PARALLEL_WRAPPERS = frozenset({
+    "torch.nn.parallel.data_parallel.DataParallel", "torch.nn.parallel.distributed.DistributedDataParallel",
+})
+# Plain records a pickled DistributedDataParallel holds (torch 2.x); inert stand-ins like the rest.
+_PARALLEL_RECORDS = frozenset({
+    ("torch.nn.parallel.distributed", "_BucketCapacityConfig"), ("torch.distributed.algorithms.join", "_JoinConfig"),
+})
 
 
 def _is_allowed_class(module: str, name: str) -> bool:
-    if (module, name) in _TUTORIAL_CLASSES:
+    if (module, name) in _TUTORIAL_CLASSES or (module, name) in _PARALLEL_RECORDS:
+        return True
+    if f"{module}.{name}" in _PARALLEL_WRAPPERS:
         return True
     return (module.startswith(_TORCH_CLASS_PACKAGES) and name.isidentifier() and name[:1].isupper()
             and all(part.isidentifier() for part in module.split(".")))
@@ -198,6 +220,7 @@ class TutorialCheckpoint:
     dropout: float | None = None  # the pickled decoder's Dropout p
     encoder_class: str | None = None  # "models.Encoder", or None for a state dict
     decoder_class: str | None = None
+    wrappers: dict[str, str] = field(default_factory=dict)  # entry -> nn.DataParallel/DDP class it was saved in
 
 
 def _first_line(e: BaseException) -> str:
@@ -309,6 +332,23 @@ def _walk_module(obj: PickledObject, prefix: str, out: dict[str, Tensor], path: 
         _walk_module(child, f"{prefix}{name}.", out, path, entry, seen)
 
 
+def _unwrap_parallel(value: Any, path: Path, entry: str) -> tuple[Any, str | None]:
+    """A pickled nn.DataParallel / DistributedDataParallel -> (its `.module`, the wrapper's class name)."""
+    wrapper = None
+    seen: set[int] = set()
+    while isinstance(value, PickledObject) and value.qualified_name in _PARALLEL_WRAPPERS:
+        if id(value) in seen:
+            raise CheckpointError(f"{path}: '{entry}' contains itself (corrupt module tree)")
+        seen.add(id(value))
+        wrapper = wrapper or value.qualified_name
+        modules = value.pickle_state.get("_modules") if isinstance(value.pickle_state, dict) else None
+        inner = modules.get("module") if isinstance(modules, dict) else None
+        if not isinstance(inner, PickledObject):
+            raise CheckpointError(f"{path}: '{entry}' is a {value.qualified_name} without a wrapped module")
+        value = inner
+    return value, wrapper
+
+
 def _state_dict_of(value: Any, path: Path, entry: str) -> tuple[dict[str, Tensor], str | None]:
     """A pickled module or a state dict -> (state dict, pickled class name or None)."""
     if isinstance(value, PickledObject):
@@ -366,9 +406,11 @@ def _encoded_size_of(encoder: Any) -> int | None:
 def load_tutorial_checkpoint(path: str | Path) -> TutorialCheckpoint:
     """Read a tutorial `BEST_checkpoint_*.pth.tar` without executing pickled code.
 
-    Accepts the tutorial's dict with whole pickled modules, or the same dict
-    whose 'encoder' / 'decoder' are state dicts. Raises CheckpointError (one
-    line naming the file) for anything else.
+    Accepts the tutorial's dict with whole pickled modules (also inside
+    `nn.DataParallel` / `DistributedDataParallel`, as forks save them: the
+    wrapper is unwrapped to its `.module`), or the same dict whose 'encoder' /
+    'decoder' are state dicts. Raises CheckpointError (one line naming the
+    file) for anything else.
     """
     p = Path(path)
     if not p.exists():
@@ -385,9 +427,14 @@ def load_tutorial_checkpoint(path: str | Path) -> TutorialCheckpoint:
             keys = ", ".join(repr(k) for k in list(state)[:8])
             raise CheckpointError(f"{p}: no '{entry}' entry (keys: {keys or 'none'}); "
                                   "not a tutorial BEST_checkpoint file?")
-    encoder_state, encoder_class = _state_dict_of(state["encoder"], p, "encoder")
-    decoder_state, decoder_class = _state_dict_of(state["decoder"], p, "decoder")
-    dropout = _module_attr(state["decoder"], "dropout", "p")
+    modules, wrappers = {}, {}
+    for entry in ("encoder", "decoder"):
+        modules[entry], wrapper = _unwrap_parallel(state[entry], p, entry)
+        if wrapper is not None:
+            wrappers[entry] = wrapper
+    encoder_state, encoder_class = _state_dict_of(modules["encoder"], p, "encoder")
+    decoder_state, decoder_class = _state_dict_of(modules["decoder"], p, "decoder")
+    dropout = _module_attr(modules["decoder"], "dropout", "p")
     return TutorialCheckpoint(
         path=p,
         encoder_state=encoder_state,
@@ -395,10 +442,11 @@ def load_tutorial_checkpoint(path: str | Path) -> TutorialCheckpoint:
         epoch=_optional_number(state, "epoch", int, p),
         epochs_since_improvement=_optional_number(state, "epochs_since_improvement", int, p),
         bleu4=_optional_number(state, "bleu-4", float, p),
-        encoded_size=_encoded_size_of(state["encoder"]),
+        encoded_size=_encoded_size_of(modules["encoder"]),
         dropout=float(dropout) if isinstance(dropout, (int, float)) and not isinstance(dropout, bool) else None,
         encoder_class=encoder_class,
         decoder_class=decoder_class,
+        wrappers=wrappers,
     )
 
 

@@ -7,7 +7,10 @@ torch), a search where no beam reaches `<end>` within `max_len` returns the best
 unfinished beam instead of crashing, and several images are decoded (one after
 the other, each with its own beams).
 
-`max_len` counts decoding steps (generated tokens, `<end>` included). The score
+`max_len` counts decoding steps (generated tokens, `<end>` included); the
+default, `DEFAULT_MAX_LEN` = 51, is the tutorial's bound (its loop breaks
+`if step > 50` after setting aside the step's `<end>` candidates: 50 words +
+`<end>`, and an `<end>` at step 51 completes its hypothesis). The score
 is the sum of the tokens' log-probabilities, `<end>` included; with
 `length_norm` the ranking (not the reported score) divides it by the length.
 """
@@ -21,6 +24,7 @@ import torch
 from torch import Tensor
 
 from mmedge.models.captioner import CaptionModel
+from mmedge.runtime.decode import DEFAULT_MAX_LEN
 
 
 @dataclass
@@ -36,7 +40,7 @@ def _rank_key(score: float, length: int, length_norm: bool) -> float:
 
 
 @torch.no_grad()
-def beam_search_features(model: CaptionModel, features: Tensor, beam: int = 3, max_len: int = 50,
+def beam_search_features(model: CaptionModel, features: Tensor, beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
                          length_norm: bool = False) -> Hypothesis:
     """Beam search for one image's features [P, C] (or [S, S, C])."""
     if beam < 1 or max_len < 1:
@@ -84,7 +88,7 @@ def beam_search_features(model: CaptionModel, features: Tensor, beam: int = 3, m
 
 
 @torch.no_grad()
-def greedy_features(model: CaptionModel, features: Tensor, max_len: int = 50) -> Hypothesis:
+def greedy_features(model: CaptionModel, features: Tensor, max_len: int = DEFAULT_MAX_LEN) -> Hypothesis:
     """Greedy decoding: the arg-max word at every step."""
     dec = model.decoder
     enc = features.reshape(1, -1, features.shape[-1])
@@ -106,7 +110,7 @@ def greedy_features(model: CaptionModel, features: Tensor, max_len: int = 50) ->
 
 
 @torch.no_grad()
-def caption_images(model: CaptionModel, images: Tensor, beam: int = 3, max_len: int = 50,
+def caption_images(model: CaptionModel, images: Tensor, beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
                    length_norm: bool = False) -> list[Hypothesis]:
     """Preprocessed images [B, 3, H, W] -> one best hypothesis per image."""
     feats = model.encode(images)

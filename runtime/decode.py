@@ -9,8 +9,15 @@ which backend runs the step.
 The algorithm is the tutorial's, as in `mmedge.models.decoding` (the PyTorch
 reference it is tested against): the beam of an image shrinks as hypotheses
 reach `<end>`, step 1 expands from a single row, `max_len` counts decoding
-steps, scores are sums of log-probabilities. Several images are decoded in one
-batch (rows = live beams of all images, grouped by image).
+steps (generated tokens, `<end>` included), scores are sums of
+log-probabilities. Several images are decoded in one batch (rows = live beams
+of all images, grouped by image).
+
+`DEFAULT_MAX_LEN` (51) is the tutorial's bound: caption.py starts at `step = 1`
+and breaks `if step > 50` after a step's `<end>` candidates are set aside, so it
+runs up to 51 decoding steps (50 words + `<end>`), and a hypothesis whose
+`<end>` comes at step 51 is complete. With `max_len` steps, a finished caption
+has at most `max_len - 1` words, an unfinished one exactly `max_len`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import numpy as np
 
 from mmedge.errors import InputError, NumericsError
 from mmedge.runtime.session import Session
+
+DEFAULT_MAX_LEN = 51  # decoding steps, <end> included: the tutorial's 50 words + <end>
 
 
 @dataclass
@@ -157,9 +166,13 @@ class BeamSearchDecoder:
 
 
 def beam_search(step_session: Session, features: np.ndarray, att1: np.ndarray, h: np.ndarray, c: np.ndarray,
-                start: int, end: int, beam: int = 3, max_len: int = 50, length_norm: bool = False
+                start: int, end: int, beam: int = 3, max_len: int = DEFAULT_MAX_LEN, length_norm: bool = False
                 ) -> list[Hypothesis]:
-    """Decode a batch: features [B, P, C], att1 [B, P, A], h/c [B, D] from decoder_init."""
+    """Decode a batch: features [B, P, C], att1 [B, P, A], h/c [B, D] from decoder_init.
+
+    `max_len`: decoding steps at most (generated tokens, `<end>` included); `<end>` chosen at the
+    last step still finishes its hypothesis, as in the tutorial.
+    """
     if beam < 1:
         raise InputError(f"beam must be >= 1, got {beam}")
     if max_len < 1:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmedge.errors import ArtifactError, InputError
-from mmedge.runtime.decode import beam_search
+from mmedge.runtime.decode import DEFAULT_MAX_LEN, beam_search
 from mmedge.runtime.image import ImageLike, as_rgb_array, preprocess_image, read_depth
 from mmedge.runtime.manifest import Manifest, read_manifest
 from mmedge.runtime.session import Session, backend_for_format, open_session
@@ -70,7 +70,7 @@ class Captioner(Pipeline):
         feats = self.sessions["encoder"].run({"image": batch})["features"]
         return feats.reshape(feats.shape[0], -1, feats.shape[-1])
 
-    def caption(self, images: Sequence[ImageLike] | ImageLike, beam: int = 3, max_len: int = 50,
+    def caption(self, images: Sequence[ImageLike] | ImageLike, beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
                 length_norm: bool = False) -> list[CaptionResult]:
         if isinstance(images, (str, Path, np.ndarray)):
             images = [images]
@@ -84,7 +84,7 @@ class Captioner(Pipeline):
         feats = self.encode(self.preprocess(images))
         return self.caption_features(feats, [_label(im, i) for i, im in enumerate(images)], beam, max_len, length_norm)
 
-    def caption_features(self, feats: np.ndarray, names: list[str], beam: int = 3, max_len: int = 50,
+    def caption_features(self, feats: np.ndarray, names: list[str], beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
                          length_norm: bool = False) -> list[CaptionResult]:
         if not np.isfinite(feats).all():
             raise ArtifactError("encoder produced NaN/Inf features; the artifact or the input is broken")

@@ -116,6 +116,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from mmedge.errors import InputError, MmedgeError
+from mmedge.runtime.decode import DEFAULT_MAX_LEN
 from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest
 from mmedge.runtime.session import Session, available, backend_for_format, backend_names, open_session
 
@@ -209,7 +210,7 @@ class ProfileOptions:
     warmup: int = 3
     batch: tuple[int, ...] = (1,)
     beam: tuple[int, ...] = (3,)
-    max_len: int = 50  # captioner: decoding steps at most
+    max_len: int = DEFAULT_MAX_LEN  # captioner: decoding steps at most, <end> included (51: the tutorial's)
     threads: int | None = None  # intra-op threads for the backends (None: the backend's default)
     pin: tuple[int, ...] | None = None  # CPUs to pin the process to (Linux)
     backend: str | None = None  # None: the backend of each artifact's format

@@ -306,6 +306,79 @@ def test_data_parallel_prefix_is_stripped(tutorial, tmp_path):
     assert list(load_tutorial_checkpoint(path).encoder_state) == list(tutorial.encoder_sd)
 
 
+def _gpu_data_parallel(module: nn.Module) -> nn.DataParallel:
+    """nn.DataParallel(module) with the attributes it has when made on a CUDA machine (as forks save it)."""
+    dp = nn.DataParallel(module)  # on a CPU-only machine it records just .module and device_ids = []
+    dp.dim, dp.device_ids, dp.output_device, dp.src_device_obj = 0, [0, 1], 0, torch.device("cuda", 0)
+    return dp
+
+
+@pytest.mark.parametrize("wrapped", [("decoder",), ("encoder", "decoder")])
+def test_data_parallel_module_is_unwrapped(tmp_path, wrapped):
+    """A fork's checkpoint: the whole pickled decoder (or both) inside nn.DataParallel, zip and legacy."""
+    fakes = _fake_tutorial_modules()
+    gen = torch.Generator().manual_seed(1)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, module in fakes.items():
+            mp.setitem(sys.modules, name, module)
+        models = fakes["models"]
+        encoder = models.Encoder(ENC_SIZE)
+        decoder = models.DecoderWithAttention(CFG.attention_dim, CFG.embed_dim, CFG.decoder_dim, VOCAB,
+                                              CFG.encoder_dim, dropout=0.2)
+        enc_opt, dec_opt = _randomise(encoder, decoder, gen)
+        encoder.eval(), decoder.eval()
+        state = {"epoch": 4, "encoder": encoder, "decoder": decoder,
+                 "encoder_optimizer": enc_opt, "decoder_optimizer": dec_opt}
+        for entry in wrapped:
+            state[entry] = _gpu_data_parallel(state[entry])
+        paths = [tmp_path / "fork.pth.tar", tmp_path / "fork-legacy.pth.tar"]
+        torch.save(state, paths[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.save(state, paths[1], _use_new_zipfile_serialization=False)
+    vocab = Vocabulary.synthetic(VOCAB)
+    images = torch.randn(2, 3, IMAGE, IMAGE, generator=gen)
+    with torch.no_grad():
+        ref = encoder(images)
+        flat = ref.reshape(2, -1, ref.shape[-1])
+        h, c = decoder.init_hidden_state(flat)
+        ref_lp = decoder.one_step(flat, torch.tensor([vocab.start] * 2), h, c)[0]
+    for path in paths:
+        ckpt = load_tutorial_checkpoint(path)
+        dp = "torch.nn.parallel.data_parallel.DataParallel"
+        assert ckpt.wrappers == {entry: dp for entry in wrapped}
+        assert (ckpt.encoder_class, ckpt.decoder_class) == ("models.Encoder", "models.DecoderWithAttention")
+        assert (ckpt.encoded_size, ckpt.dropout, ckpt.epoch) == (ENC_SIZE, pytest.approx(0.2), 4)
+        for ours, module in ((ckpt.encoder_state, encoder), (ckpt.decoder_state, decoder)):
+            ref_sd = module.state_dict()
+            assert list(ours) == list(ref_sd) and all(torch.equal(ours[k], v) for k, v in ref_sd.items())
+        model = captioner_from_checkpoint(ckpt, vocab)
+        with torch.no_grad():
+            feats = model.encode(images)
+            torch.testing.assert_close(feats, ref.reshape(feats.shape), atol=1e-6, rtol=1e-6)
+            h, c, att1 = model.decoder.init_state(feats)
+            log_probs = model.decoder.step(feats, att1, torch.tensor([vocab.start] * 2), h, c)[0]
+        torch.testing.assert_close(log_probs, ref_lp, atol=1e-6, rtol=1e-6)
+
+
+def test_distributed_data_parallel_module_is_unwrapped(tmp_path):
+    """DistributedDataParallel pickles more (torch.device, config records): still only `.module` is used."""
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialised")
+    inner = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        path = tmp_path / "ddp.pth"
+        torch.save({"encoder": {"w": torch.zeros(1)}, "decoder": nn.parallel.DistributedDataParallel(inner)}, path)
+    finally:
+        dist.destroy_process_group()
+    ckpt = load_tutorial_checkpoint(path)
+    assert ckpt.wrappers == {"decoder": "torch.nn.parallel.distributed.DistributedDataParallel"}
+    assert ckpt.decoder_class == "torch.nn.modules.container.Sequential"
+    assert list(ckpt.decoder_state) == list(inner.state_dict())
+
+
 def test_walk_matches_state_dict(tmp_path):
     """None buffers / modules and persistent=False buffers are left out, as state_dict() does."""
     lin = nn.Linear(2, 3)
