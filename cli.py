@@ -20,7 +20,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from mmedge.atomic import on_sigint
-from mmedge.errors import MmedgeError, NotBuiltError
+from mmedge.errors import MmedgeError, NotBuiltError, missing_dependency, require
 
 app = typer.Typer(
     name="mmedge",
@@ -34,20 +34,28 @@ app = typer.Typer(
 
 def err(msg: str) -> None:
     """A log line for humans: stderr, so --json stays clean on stdout."""
-    print(msg, file=sys.stderr)
+    print(msg, file=sys.stderr, flush=True)  # flushed: click < 8.2's test runner drops unflushed stderr
 
 
 def emit_json(doc: Any) -> None:
     print(json.dumps(doc, indent=2, default=str))
 
 
-def handle_errors(fn: Callable) -> Callable:
-    """Turn MmedgeError into one stderr line + exit code; keep real bugs loud."""
+def handle_errors(fn: Callable, name: str = "") -> Callable:
+    """Turn MmedgeError into one stderr line + exit code; keep real bugs loud. An optional
+    package that is not installed (torch, onnx, ... wherever it is imported) is a
+    MissingDependencyError naming the extra, so a device install never shows a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except ModuleNotFoundError as e:
+                missing = missing_dependency(e, f"mmedge {name}" if name else "")
+                if missing is None:
+                    raise
+                raise missing from None
         except MmedgeError as e:
             err(f"mmedge: error: {e}")
             raise typer.Exit(e.exit_code) from None
@@ -60,7 +68,7 @@ def handle_errors(fn: Callable) -> Callable:
 
 def command(*args: Any, **kwargs: Any) -> Callable:
     def deco(fn: Callable) -> Callable:
-        return app.command(*args, **kwargs)(handle_errors(fn))
+        return app.command(*args, **kwargs)(handle_errors(fn, args[0] if args else fn.__name__))
 
     return deco
 
@@ -78,11 +86,10 @@ def models_cmd(as_json: bool = JsonOpt) -> None:
     from mmedge.models import zoo
 
     doc = []
-    for name in zoo.names():
-        spec = zoo.get(name)
-        doc.append({"name": name, "pipeline": spec.pipeline, "configs": list(spec.configs),
-                    "graphs": {g.name: {"inputs": list(g.inputs), "outputs": list(g.outputs)} for g in spec.graphs},
-                    "description": spec.description})
+    for info in zoo.catalog():  # torch-free: listing works on a device install
+        doc.append({"name": info.name, "pipeline": info.pipeline, "configs": list(info.configs),
+                    "graphs": {g.name: {"inputs": list(g.inputs), "outputs": list(g.outputs)} for g in info.graphs},
+                    "description": info.description})
     if as_json:
         emit_json({"models": doc})
         return
@@ -96,16 +103,19 @@ def models_cmd(as_json: bool = JsonOpt) -> None:
 def demo_cmd(
     out: Path = typer.Option(Path("mmedge-demo"), help="Where the artifacts and the refocused photo go."),
     int8: bool = typer.Option(True, help="Also build and run int8 artifacts (calibrated on generated data)."),
+    full: bool = typer.Option(False, "--full", help="Build the refocus network at its full size (config full: "
+                              "blur up to sigma 8) instead of its demo config; slower."),
     as_json: bool = JsonOpt,
 ) -> None:
     """The main job: export the demo models to every backend here, check parity, run examples, time them."""
-    from mmedge.demo import print_demo, run_demo
+    from mmedge.demo import print_section, run_demo
 
-    res = run_demo(out, int8=int8, log=err)
+    if out.exists() and not out.is_dir():
+        raise MmedgeError(f"{out}: is a file; --out is the folder the demo writes in")
+    # progress on stderr as it goes; each table on stdout as soon as its part is done (--json: one document)
+    res = run_demo(out, int8=int8, log=err, full=full, show=None if as_json else print_section)
     if as_json:
         emit_json(res.to_json())
-    else:
-        print_demo(res)
     if not all(a["parity_ok"] for a in res.artifacts):
         raise typer.Exit(1)
 
@@ -137,6 +147,14 @@ def export_cmd(
     """Export MODEL to one artifact directory per format x precision, with test vectors for parity."""
     from mmedge.export import registry
 
+    if out.exists() and not out.is_dir():
+        raise MmedgeError(f"{out}: is a file; --out is the folder the artifact directories go in")
+    if target:
+        from mmedge.errors import UnknownNameError
+        from mmedge.export.targets import TARGETS
+
+        if target not in TARGETS.names():  # fail before any work (names() imports nothing)
+            raise UnknownNameError("target", target, TARGETS.names())
     calib = quant = None
     if precision == "int8":
         from mmedge.calibration.data import CalibSource
@@ -186,7 +204,7 @@ def _load(artifact: Path, backend: Optional[str], threads: Optional[int], pairs:
 
 ArtifactOpt = typer.Option(..., "--artifact", "-a", help="An artifact directory written by `mmedge export`.")
 BackendOpt = typer.Option(None, help="Runtime backend (default: the one for the artifact's format).")
-ThreadsOpt = typer.Option(None, help="Intra-op threads for the backend (default: the backend's).")
+ThreadsOpt = typer.Option(None, min=1, help="Intra-op threads for the backend (default: the backend's).")
 SessionOpt = typer.Option([], "--backend-option", "-O", metavar="KEY=VALUE",
                           help="A session option of the backend; repeatable. OpenVINO: device=GPU, "
                           "precision=f32|bf16|f16, hint=latency|throughput, streams=N. ONNX Runtime: "
@@ -225,7 +243,8 @@ def caption_cmd(
     artifact: Path = ArtifactOpt,
     backend: Optional[str] = BackendOpt,
     beam: int = typer.Option(3, min=1, help="Beam width (1 = greedy)."),
-    max_len: int = typer.Option(50, min=1, help="Maximum number of decoding steps."),
+    max_len: int = typer.Option(51, min=1, help="Maximum decoding steps, <end> included: a finished caption "
+                                "has at most N-1 words (51 = the tutorial's 50 words + <end>)."),
     length_norm: bool = typer.Option(False, help="Rank hypotheses by score / length."),
     attention_png: Optional[Path] = typer.Option(None, help="Write the attention maps over the image "
                                                  "(one PNG; with several images, NAME-<i>.png)."),
@@ -383,8 +402,17 @@ def parity_cmd(
             b = report.beam
             print(f"  {'ok  ' if b['ok'] else 'FAIL'} beam search k={b['beam']}: tokens equal {b['tokens_equal']},"
                   f" max relative score error {b['max_rel_score_error']:.2e}")
-    if not report.ok:
-        raise typer.Exit(1)
+    if not report.ok:  # the check ran and found a mismatch: one line on stderr, exit 1
+        from mmedge.errors import Mismatch, ParityError
+
+        bad = list(report.outputs)
+        if report.beam and not report.beam.get("ok", True):
+            from mmedge.runtime.parity import SCORE_TOLERANCE
+
+            score_err = float(report.beam["max_rel_score_error"])
+            bad.append(Mismatch(f"beam search (tokens equal {report.beam['tokens_equal']}; relative score error)",
+                                score_err, score_err, SCORE_TOLERANCE))
+        raise ParityError(str(artifact), bad)
 
 
 @command("eval")
@@ -419,6 +447,8 @@ def eval_cmd(
         return
     if backend_option and artifact is None:
         raise MmedgeError("--backend-option applies to an artifact's backend: pass --artifact DIR")
+    if artifact is None:  # an artifact is evaluated through the runtime, torch-free
+        require("torch", "mmedge eval without --artifact: the PyTorch reference")
     if artifact is not None:
         predictor: Any = _load(artifact, backend, None, backend_option)
         if predictor.manifest.model != model:
@@ -523,7 +553,8 @@ def profile_cmd(
     batch: str = typer.Option("1", help="Batch sizes, comma-separated (graphs: test vectors tiled; "
                               "captioner end to end: that many images)."),
     beam: str = typer.Option("3", help="Captioner: beam widths, comma-separated."),
-    max_len: int = typer.Option(50, min=1, help="Captioner: maximum decoding steps."),
+    max_len: int = typer.Option(51, min=1, help="Captioner: maximum decoding steps, <end> included "
+                                "(51 = the tutorial's 50 words + <end>)."),
     threads: Optional[int] = typer.Option(None, min=1, help="Intra-op threads for the backend "
                                           "(default: the backend's)."),
     pin: Optional[str] = typer.Option(None, help="Pin the process to these CPUs, e.g. 0 or 2,3 (Linux)."),
@@ -560,6 +591,8 @@ def profile_cmd(
 
     if plot is not None:
         render._matplotlib()  # fail before measuring when matplotlib is missing
+        if plot.is_dir() or plot.suffix.lower() != ".png":
+            raise MmedgeError(f"{plot}: --plot writes a PNG file; give a path ending in .png")
     opts = ProfileOptions(runs=runs, warmup=warmup, batch=_profile_ints("--batch", batch),
                           beam=_profile_ints("--beam", beam), max_len=max_len, threads=threads,
                           pin=_profile_ints("--pin", pin, minimum=0) if pin is not None else None, backend=backend,
@@ -646,6 +679,24 @@ def run(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """The exception bases a bad command line raises, on every typer from the declared floor.
+
+    typer >= 0.26 vendors click and raises `typer.TyperException`; older typer re-raises
+    click's own `ClickException` (click is then one of its dependencies).
+    """
+    bases: list[type[BaseException]] = []
+    if hasattr(typer, "TyperException"):
+        bases.append(typer.TyperException)
+    try:
+        from click.exceptions import ClickException
+    except ImportError:  # typer >= 0.26 does not need click installed
+        pass
+    else:
+        bases.append(ClickException)
+    return tuple(bases)
+
+
 def _run(argv: list[str]) -> int:
     try:
         rc = app(args=argv, standalone_mode=False)
@@ -654,7 +705,7 @@ def _run(argv: list[str]) -> int:
         return 130
     except typer.Exit as e:
         return int(e.exit_code or 0)
-    except typer.TyperException as e:  # bad option values, missing arguments: one line, not a usage box
+    except _usage_errors() as e:  # bad option values, missing arguments: one line, not a usage box
         if type(e).__name__ == "NoArgsIsHelpError":
             app(args=["--help"], standalone_mode=False)
             return 0

@@ -13,22 +13,24 @@ import importlib.util
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
-from mmedge.errors import ExportError, InputError, MissingDependencyError, UnknownNameError
+from mmedge.errors import ExportError, InputError, MissingDependencyError, UnknownNameError, require
 from mmedge.export.artifact import atomic_dir, config_dict, finish, tool_versions
 from mmedge.models import zoo
 from mmedge.registry import Registry
 from mmedge.runtime.manifest import GraphEntry, Manifest
 from mmedge.runtime.vocab import Vocabulary
 
+if TYPE_CHECKING:  # torch is imported where a model is built or run, so the packagers work without it
+    import torch
+
 PRECISIONS = ("fp32", "fp16", "int8")
 EXAMPLE_BATCH = 2
 SEED = 0
-BEAM_VECTORS = {"images": 2, "beam": 3, "max_len": 20}
+BEAM_VECTORS = {"images": 2, "beam": 3, "max_len": 20}  # beam.settings; max_len: decoding steps, <end> included
 
 
 @dataclass
@@ -44,11 +46,15 @@ class ExportContext:
     options: dict[str, Any] = field(default_factory=dict)
 
     def examples(self, graph: zoo.GraphSpec, batch: int = EXAMPLE_BATCH, seed: int = SEED) -> dict[str, torch.Tensor]:
+        import torch
+
         return graph.example(self.model, self.config, batch, torch.Generator().manual_seed(seed))
 
-    @torch.no_grad()
     def reference(self, graph: zoo.GraphSpec, feeds: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        out = graph.wrap(self.model)(*feeds.values())
+        import torch
+
+        with torch.no_grad():
+            out = graph.wrap(self.model)(*feeds.values())
         out = out if isinstance(out, tuple) else (out,)
         return {k: v.numpy() for k, v in zip(graph.outputs, out)}
 
@@ -88,6 +94,11 @@ def exporter(name: str) -> ExporterInfo:
         if importlib.util.find_spec(pkg) is None:
             raise MissingDependencyError(pkg, info.extra, f"--format {name}")
     return info
+
+
+def rewriters(fmt: str) -> tuple[str, ...]:
+    """Optional packages that change a format's exported bytes when installed (recorded in the manifest)."""
+    return ("onnxslim",) if fmt == "onnx" else ()  # export/onnx.py `_slim`
 
 
 def formats() -> list[str]:
@@ -158,6 +169,7 @@ def test_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
 
 def export(req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Export one model to every requested format; returns the artifact directories."""
+    require("torch", "export: the PyTorch reference model")
     check_formats(req.formats, req.precision)  # fail before any work
     ctx = build_context(req)
     if req.precision == "int8":
@@ -209,7 +221,8 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
                     model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=fmt,
                     precision="int8", graphs=graphs, preprocessing=fp32.manifest.preprocessing,
                     model_config=fp32.manifest.model_config, vocabulary=fp32.manifest.vocabulary,
-                    labels=fp32.manifest.labels, tools=tool_versions("torch", "onnx", "onnxruntime"),
+                    labels=fp32.manifest.labels,  # tools: the fp32 ONNX source's (onnxslim too), then the quantizer's
+                    tools={**fp32.manifest.tools, **tool_versions("torch", "onnx", "onnxruntime")},
                     extra={**fp32.manifest.extra, "calibration": {
                         "data": calib.description, "digest": calib.digest, "method": qcfg.method,
                         "per_channel": qcfg.per_channel, "keep_float": list(qcfg.keep_float),
@@ -262,7 +275,7 @@ def export_context(ctx: ExportContext, names: list[str], out: Path,
                 precision=ctx.precision, graphs=graphs, preprocessing=ctx.spec.preprocessing(ctx.config),
                 model_config=config_dict(ctx.config),
                 vocabulary=dict(ctx.vocab.word_map) if ctx.vocab is not None else None,
-                labels=ctx.spec.labels(ctx.config), tools=tool_versions("torch", *info.packages),
+                labels=ctx.spec.labels(ctx.config), tools=tool_versions("torch", *info.packages, *rewriters(info.name)),
                 extra={**ctx.spec.manifest_extra(ctx.config), "test_vectors": "test_vectors.npz"},
             )
             finish(tmp, manifest)

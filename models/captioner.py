@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from mmedge.data import shapes
 from mmedge.models.resnet import BackboneConfig, resnet_trunk
-from mmedge.models.zoo import GraphSpec, ModelSpec, register
+from mmedge.models.zoo import register
 from mmedge.runtime.vocab import Vocabulary
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -298,22 +298,16 @@ def _preprocessing(cfg: CaptionerConfig) -> dict:
             "scale": 1.0 / 255.0, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
-_N = {0: "batch"}
-SPEC = register(ModelSpec(
-    name="captioner",
-    pipeline="captioner",
+# Graph names, inputs/outputs, dynamic axes and the description: the catalog in mmedge.models.zoo.
+SPEC = register(
+    "captioner",
     configs=CONFIGS,
     build=lambda cfg: CaptionModel(cfg),
-    graphs=(
-        GraphSpec("encoder", ("image",), ("features",), lambda m: m.encoder, _example_image,
-                  {"image": _N, "features": _N}),
-        GraphSpec("decoder_init", ("features",), ("h", "c", "att1"), lambda m: _InitGraph(m.decoder),
-                  _example_features, {"features": _N, "h": _N, "c": _N, "att1": _N}),
-        GraphSpec("decoder_step", ("features", "att1", "prev_word", "h", "c"),
-                  ("log_probs", "h_next", "c_next", "alpha"), lambda m: _StepGraph(m.decoder), _example_step,
-                  {k: _N for k in ("features", "att1", "prev_word", "h", "c", "log_probs", "h_next", "c_next", "alpha")}),
-    ),
+    graphs={
+        "encoder": (lambda m: m.encoder, _example_image),
+        "decoder_init": (lambda m: _InitGraph(m.decoder), _example_features),
+        "decoder_step": (lambda m: _StepGraph(m.decoder), _example_step),
+    },
     preprocessing=_preprocessing,
-    description="Show, Attend and Tell: ResNet encoder, attention LSTM decoder, beam search in the runtime",
     weights={"demo": "captioner-demo.pt"},
-))
+)

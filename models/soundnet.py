@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mmedge.data.sounds import CLASSES as SOUND_CLASSES
-from mmedge.models.zoo import GraphSpec, ModelSpec, register
+from mmedge.models.zoo import register
 
 # (kernel, stride, padding) of conv1..conv7, as in SoundNet-8.
 CONV_LAYERS: tuple[tuple[int, int, int], ...] = (
@@ -150,20 +150,14 @@ def _preprocessing(cfg: SoundNetConfig) -> dict:
     return {"kind": "waveform", "sample_rate": cfg.sample_rate}
 
 
-_B = {0: "batch"}
-SPEC = register(ModelSpec(
-    name="soundnet",
-    pipeline="audio",
+# Graph names, inputs/outputs, dynamic axes and the description: the catalog in mmedge.models.zoo.
+SPEC = register(
+    "soundnet",
     configs=CONFIGS,
     build=lambda cfg: SoundNet8(cfg),
-    graphs=(
-        GraphSpec("model", ("waveform",), ("objects", "scenes", "embedding"), lambda m: m, _example,
-                  {"waveform": {0: "batch", 1: "samples"}, "objects": _B, "scenes": _B, "embedding": _B}),
-    ),
+    graphs={"model": (lambda m: m, _example)},
     preprocessing=_preprocessing,
     manifest_extra=lambda cfg: {"class_output": "objects", "min_samples": cfg.min_samples},
     labels=lambda cfg: list(cfg.labels) if cfg.labels else None,
     weights={"demo": "soundnet-demo.pt"},
-    description="SoundNet-8: 1-D conv encoder on the raw waveform; object/scene logits and conv7 embedding, "
-                "averaged over time",
-))
+)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mmedge.data.sounds import CLASSES as SOUND_CLASSES
-from mmedge.models.zoo import GraphSpec, ModelSpec, register
+from mmedge.models.zoo import register
 
 _WINDOWS = {"hann": torch.hann_window, "hamming": torch.hamming_window}
 
@@ -149,20 +149,14 @@ def _preprocessing(cfg: VoiceEncoderConfig) -> dict:
             "center": cfg.center, "pad_mode": cfg.pad_mode, "power": cfg.power}
 
 
-_B = {0: "batch"}
-SPEC = register(ModelSpec(
-    name="voice-encoder",
-    pipeline="audio",
+# Graph names, inputs/outputs, dynamic axes and the description: the catalog in mmedge.models.zoo.
+SPEC = register(
+    "voice-encoder",
     configs=CONFIGS,
     build=lambda cfg: VoiceEncoder(cfg),
-    graphs=(
-        GraphSpec("model", ("spectrogram",), ("embedding", "logits"), lambda m: m, _example,
-                  {"spectrogram": {0: "batch", 3: "frames"}, "embedding": _B, "logits": _B}),
-    ),
+    graphs={"model": (lambda m: m, _example)},
     preprocessing=_preprocessing,
     manifest_extra=lambda cfg: {"class_output": "logits", "min_samples": cfg.min_samples},
     labels=lambda cfg: list(cfg.labels) if cfg.labels else None,
     weights={"demo": "voice-encoder-demo.pt"},
-    description="Speech2Face-style voice encoder: power-law STFT (front-end in the runtime) -> VGG CNN, "
-                "mean over time, embedding + classifier",
-))
+)

@@ -1,7 +1,15 @@
 """The model registry: the one place that lists mmedge's models.
 
-Each model registers a declarative `ModelSpec` (configs, graphs with their
-input/output names and dynamic axes, example inputs, preprocessing parameters).
+Two halves, so that listing needs no torch (`mmedge models` on a device install):
+
+- `CATALOG`, torch-free: each model's name, runtime pipeline, config names, graphs
+  with their input/output names and dynamic axes, and description. `info()` /
+  `catalog()` read it; importing this module never imports torch.
+- `ModelSpec`, built by the model's own module (which needs torch) when `get()`
+  asks for it: `register()` joins the catalog entry with the module's configs,
+  builder, graph wrappers, example inputs and preprocessing parameters, and fails
+  if the two disagree. With torch missing, `get()` raises `MissingDependencyError`.
+
 Exporters, the golden-output script, the CLI and the tests read it; nothing else
 keeps a list of models (a meta-test fails when a registered model has no test).
 """
@@ -10,16 +18,79 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import torch
-from torch import nn
-
-from mmedge.errors import InputError, UnknownNameError
+from mmedge.errors import InputError, UnknownNameError, require
 from mmedge.registry import Registry
 
-# name -> tensor, in the graph's input order
-Feeds = dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    # name -> tensor, in the graph's input order
+    Feeds = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """The interface of one exported graph (torch-free): input and output names in
+    order, and `dynamic_axes`: an input/output name -> {axis index: axis name}."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is known of a model without torch: enough to list it and name its graphs."""
+
+    name: str
+    pipeline: str  # runtime pipeline: "captioner" | "audio" | "refocus"
+    module: str  # the module (needs torch) that registers its ModelSpec
+    configs: tuple[str, ...]
+    graphs: tuple[GraphInfo, ...]
+    description: str = ""
+
+
+def _batch(*names: str) -> dict[str, dict[int, str]]:
+    return {n: {0: "batch"} for n in names}
+
+
+_IMG = {0: "batch", 2: "height", 3: "width"}
+CATALOG: dict[str, ModelInfo] = {m.name: m for m in (
+    ModelInfo(
+        "captioner", "captioner", "mmedge.models.captioner", ("tiny", "full", "demo"), (
+            GraphInfo("encoder", ("image",), ("features",), _batch("image", "features")),
+            GraphInfo("decoder_init", ("features",), ("h", "c", "att1"), _batch("features", "h", "c", "att1")),
+            GraphInfo("decoder_step", ("features", "att1", "prev_word", "h", "c"),
+                      ("log_probs", "h_next", "c_next", "alpha"),
+                      _batch("features", "att1", "prev_word", "h", "c", "log_probs", "h_next", "c_next", "alpha")),
+        ),
+        "Show, Attend and Tell: ResNet encoder, attention LSTM decoder, beam search in the runtime"),
+    ModelInfo(
+        "refocus", "refocus", "mmedge.models.refocus", ("tiny", "demo", "full"), (
+            GraphInfo("model", ("image", "depth", "near", "far"), ("refocused",),
+                      {"image": _IMG, "depth": _IMG, "near": {0: "batch"}, "far": {0: "batch"}, "refocused": _IMG}),
+        ),
+        "Depth-based synthetic defocus: soft in-focus mask and depth-dependent Gaussian blur levels; "
+        "focus range [near, far] is an input"),
+    ModelInfo(
+        "soundnet", "audio", "mmedge.models.soundnet", ("tiny", "demo", "full"), (
+            GraphInfo("model", ("waveform",), ("objects", "scenes", "embedding"),
+                      {"waveform": {0: "batch", 1: "samples"}, **_batch("objects", "scenes", "embedding")}),
+        ),
+        "SoundNet-8: 1-D conv encoder on the raw waveform; object/scene logits and conv7 embedding, "
+        "averaged over time"),
+    ModelInfo(
+        "voice-encoder", "audio", "mmedge.models.voice_encoder", ("tiny", "demo", "full"), (
+            GraphInfo("model", ("spectrogram",), ("embedding", "logits"),
+                      {"spectrogram": {0: "batch", 3: "frames"}, **_batch("embedding", "logits")}),
+        ),
+        "Speech2Face-style voice encoder: power-law STFT (front-end in the runtime) -> VGG CNN, "
+        "mean over time, embedding + classifier"),
+)}
 
 
 @dataclass(frozen=True)
@@ -72,6 +143,8 @@ class ModelSpec:
     def create(self, config: str, seed: int | None = 0) -> nn.Module:
         """Build the model for `config` in eval mode: shipped weights if the config
         has them, else seeded random weights (reproducible)."""
+        import torch
+
         if seed is not None:
             torch.manual_seed(seed)
         model = self.build(self.config(config))
@@ -85,6 +158,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 def load_weights(model: nn.Module, path: Path, what: str) -> None:
     """Load a shipped state dict (plain tensors: `weights_only`, no pickle code runs)."""
+    import torch
+
     if not path.is_file():
         raise InputError(f"{path}: weights for {what} are missing; train them with "
                          f"`python -m mmedge.models.train` or reinstall mmedge")
@@ -96,18 +171,46 @@ def load_weights(model: nn.Module, path: Path, what: str) -> None:
         raise InputError(f"{path}: cannot load weights for {what} ({first[:200]})") from None
 
 
-# Importing the model modules runs their register() calls.
-MODELS: Registry[ModelSpec] = Registry(
-    "model", modules=tuple(f"mmedge.models.{m}" for m in ("captioner", "refocus", "soundnet", "voice_encoder")))
+# A model's module is imported (and runs its register() call) when get() first asks for it.
+MODELS: Registry[ModelSpec] = Registry("model", per_name={m.name: m.module for m in CATALOG.values()})
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    return MODELS.add(spec.name, spec)
+def register(name: str, *, configs: Mapping[str, Any], build: Callable[[Any], nn.Module],
+             graphs: Mapping[str, tuple[Callable[[nn.Module], nn.Module], Callable[..., Feeds]]],
+             preprocessing: Callable[[Any], dict[str, Any]], **extra: Any) -> ModelSpec:
+    """Register the ModelSpec of catalog entry `name`: `graphs` maps each catalog graph
+    to its (wrap, example) pair; `extra` holds the optional ModelSpec fields. Names,
+    pipeline, graph interfaces and description come from the catalog only."""
+    entry = info(name)
+    if tuple(configs) != entry.configs or set(graphs) != {g.name for g in entry.graphs}:
+        raise RuntimeError(f"{entry.module} registers configs {list(configs)} and graphs {sorted(graphs)}, "
+                           f"but the catalog in mmedge.models.zoo lists {list(entry.configs)} and "
+                           f"{[g.name for g in entry.graphs]}")
+    spec = ModelSpec(name=name, pipeline=entry.pipeline, configs=configs, build=build,
+                     graphs=tuple(GraphSpec(g.name, g.inputs, g.outputs, *graphs[g.name], g.dynamic_axes)
+                                  for g in entry.graphs),
+                     preprocessing=preprocessing, description=entry.description, **extra)
+    return MODELS.add(name, spec)
 
 
 def get(name: str) -> ModelSpec:
-    return MODELS.get(name)
+    """The full spec (imports the model's module, so needs torch)."""
+    entry = info(name)
+    require("torch", f"the {name} model")
+    return MODELS.get(entry.name)
+
+
+def info(name: str) -> ModelInfo:
+    """The torch-free catalog entry of a model."""
+    if name not in CATALOG:
+        raise UnknownNameError("model", name, list(CATALOG))
+    return CATALOG[name]
+
+
+def catalog() -> list[ModelInfo]:
+    """Every model's catalog entry, sorted by name (no torch needed)."""
+    return [CATALOG[n] for n in names()]
 
 
 def names() -> list[str]:
-    return MODELS.names()
+    return sorted(CATALOG)
