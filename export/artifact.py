@@ -9,6 +9,7 @@ and a concurrent export to the same destination never mixes files.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import platform
 import shutil
@@ -20,57 +21,70 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mmedge.atomic import check_interrupted
+from mmedge.atomic import FileLock, check_interrupted, make_folder
+from mmedge.errors import MmedgeError
 from mmedge.runtime.manifest import MANIFEST, Manifest, TensorSpec, hash_files
 
 
-def _owner_file(tmp: Path) -> Path:
-    return tmp.parent / f"{tmp.name}.pid"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _lock_of(tmp: Path) -> Path:
+    """The lock file a live export holds on its temp dir (created first, removed last)."""
+    return tmp.parent / f"{tmp.name}.lock"
 
 
 def clean_stale(dest: Path) -> None:
-    """Remove temp dirs of earlier exports to `dest` whose process died (a crash, SIGKILL)."""
-    for p in dest.parent.glob(f".{dest.name}.tmp-*"):
-        if not p.is_dir():
+    """Remove temp dirs of earlier exports to `dest` whose process is gone (a crash, SIGKILL).
+
+    Liveness is the temp dir's lock, held by the exporting process for as long as it
+    lives (the kernel drops it when the process dies), never a PID: a PID means nothing
+    to a process in another container sharing the folder. A temp dir without a lock file
+    (an older mmedge's, or one whose lock was removed) has no owner and goes too.
+    """
+    pattern = f".{glob.escape(dest.name)}.tmp-*"
+    for p in sorted(dest.parent.glob(pattern)):
+        if p.name.endswith(".lock") or p.name.endswith(".pid") or p.is_symlink() or not p.is_dir():
+            continue
+        lock_path = _lock_of(p)
+        if not lock_path.exists() and not lock_path.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            p.with_name(p.name + ".pid").unlink(missing_ok=True)  # the PID file older versions wrote
             continue
         try:
-            pid = int(_owner_file(p).read_text())
-        except (OSError, ValueError):
-            pid = -1
-        if pid != os.getpid() and (pid < 0 or not _alive(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-            _owner_file(p).unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _swap_lock(dest: Path) -> Iterator[None]:
-    """Serialise the final rename of concurrent exports to the same destination."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: os.replace retry below still keeps artifacts whole
-        yield
-        return
-    import hashlib
-
-    locks = Path(tempfile.gettempdir()) / "mmedge-locks"  # not beside the artifact: no clutter there
-    locks.mkdir(exist_ok=True)
-    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:32]
-    with open(locks / f"{key}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+            lock = FileLock(lock_path)
+            if not lock.try_acquire():
+                continue  # its export is running (here or in another container)
+        except MmedgeError:
+            continue  # not a lock file we can use: leave it alone
         try:
-            yield
+            shutil.rmtree(p, ignore_errors=True)
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            lock.release()
+    for lock_path in dest.parent.glob(pattern + ".lock"):  # a lock whose temp dir is gone
+        if lock_path.with_name(lock_path.name[:-len(".lock")]).exists():
+            continue
+        try:
+            lock = FileLock(lock_path)
+            if lock.try_acquire():
+                lock.release()
+        except MmedgeError:
+            pass
+
+
+def _new_temp(dest: Path) -> tuple[Path, FileLock]:
+    """A fresh temp dir beside `dest`, and the held lock that marks it live (taken before it exists)."""
+    while True:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", suffix=".lock", dir=dest.parent)
+        os.close(fd)
+        lock = FileLock(name, wait=True).acquire()
+        tmp = Path(name[:-len(".lock")])
+        try:
+            os.mkdir(tmp, 0o700)
+        except FileExistsError:  # a name another process took between: pick another
+            lock.release()
+            continue
+        except BaseException:
+            lock.release()
+            raise
+        return tmp, lock
 
 
 @contextlib.contextmanager
@@ -78,18 +92,17 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield a temp dir; on success it replaces `dest` whole, on any failure (an
     exception, Ctrl-C) it is removed. Temp dirs left by crashed runs are cleaned
     up by the next run; concurrent exports to one destination never mix files
-    (the last one to finish wins)."""
+    (the last one to finish wins). The final rename is serialised by a lock file
+    beside `dest` (`.<name>.lock`, opened without following links, removed after)."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(dest.parent)
     clean_stale(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    owner = _owner_file(tmp)
-    owner.write_text(str(os.getpid()))
+    tmp, live = _new_temp(dest)
     try:
         yield tmp
         check_interrupted()
         os.chmod(tmp, 0o755)
-        with _swap_lock(dest):
+        with FileLock(dest.parent / f".{dest.name}.lock", wait=True):
             old = None
             if dest.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
@@ -101,7 +114,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        owner.unlink(missing_ok=True)
+        live.release()
 
 
 def tool_versions(*packages: str) -> dict[str, str]:

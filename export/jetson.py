@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mmedge.atomic import atomic_path
-from mmedge.errors import ArtifactError, ExportError, InputError
+from mmedge.errors import ArtifactError, CheckFailedError, ExportError, InputError, require
 from mmedge.export.package import PackageRequest, register_packager
 from mmedge.runtime.manifest import MANIFEST, Manifest, read_manifest
 
@@ -132,6 +132,8 @@ def package_jetson(req: PackageRequest) -> Path:
         raise InputError(f"{out}: is a directory; give the archive's file name")
     log: Callable[[str], None] = req.options.get("log") or (lambda s: print(s, file=sys.stderr))
     groups = _groups(list(req.artifacts))
+    for module in ("onnxruntime", "onnx"):  # no torch needed; a device install may lack onnx
+        require(module, "mmedge package jetson: int8 calibration and the TensorRT lint", extra="onnx")
     with tempfile.TemporaryDirectory(prefix="mmedge-jetson-") as work:
         root = Path(work) / BUNDLE_DIR
         root.mkdir()
@@ -239,6 +241,16 @@ def _write_tar_atomic(root: Path, out: Path) -> None:
 
 
 # ------------------------------------------------------------------ verify
+def _json_object(path: Path, name: str, data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: {name} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{path}: {name} is not a JSON object")
+    return doc
+
+
 def verify_bundle(path: Path) -> Path:
     """Re-check a bundle: every file's sha256 against bundle.json, every artifact's manifest."""
     path = Path(path)
@@ -260,22 +272,25 @@ def verify_bundle(path: Path) -> Path:
         raise ArtifactError(f"{path}: not a readable .tar.gz ({e.__class__.__name__})") from None
     if BUNDLE_MANIFEST not in contents:
         raise ArtifactError(f"{path}: no {BUNDLE_MANIFEST}; not a Jetson bundle")
-    doc = json.loads(contents.pop(BUNDLE_MANIFEST))
-    if doc.get("format") != BUNDLE_FORMAT or int(doc.get("format_version", 0)) > BUNDLE_FORMAT_VERSION:
+    doc = _json_object(path, BUNDLE_MANIFEST, contents.pop(BUNDLE_MANIFEST))
+    version = doc.get("format_version", 0)
+    if doc.get("format") != BUNDLE_FORMAT or not isinstance(version, int) or version > BUNDLE_FORMAT_VERSION:
         raise ArtifactError(f"{path}: not a Jetson bundle this mmedge reads")
     listed = doc.get("files", {})
+    if not isinstance(listed, dict):
+        raise ArtifactError(f"{path}: {BUNDLE_MANIFEST} has no file list")
     bad = [f for f, h in listed.items() if f not in contents or _sha256(contents[f]) != h]
     extra = sorted(set(contents) - set(listed))
     if bad or extra:
         what = f"{len(bad)} file(s) changed or missing (first: {bad[0]})" if bad else \
             f"unlisted file(s) {', '.join(extra[:3])}"
-        raise ArtifactError(f"{path}: {what}; rebuild the bundle")
+        raise CheckFailedError(f"{path}: {what}; rebuild the bundle")
     for rel in [r for r in contents if r.endswith("/" + MANIFEST)]:
         base = rel[: -len(MANIFEST)]
-        files = json.loads(contents[rel]).get("files", {})
-        for f, h in files.items():
+        files = _json_object(path, rel, contents[rel]).get("files", {})
+        for f, h in (files.items() if isinstance(files, dict) else ()):
             if _sha256(contents.get(base + f, b"")) != h:
-                raise ArtifactError(f"{path}: {base}{f}: sha256 does not match {rel}")
+                raise CheckFailedError(f"{path}: {base}{f}: sha256 does not match {rel}")
     return path
 
 

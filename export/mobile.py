@@ -46,8 +46,9 @@ from typing import Any
 import numpy as np
 
 from mmedge.atomic import atomic_path
-from mmedge.errors import ArtifactError, InputError, ParityError
+from mmedge.errors import ArtifactError, CheckFailedError, InputError, ParityError, require
 from mmedge.export.package import PackageRequest, register_packager
+from mmedge.runtime.decode import DEFAULT_MAX_LEN
 from mmedge.runtime.manifest import MANIFEST, GraphEntry, Manifest, TensorSpec, read_manifest, sha256_file
 
 BUNDLE_FORMAT = "mmedge-mobile"
@@ -104,6 +105,8 @@ def convert_to_ort(onnx_dir: Path, out_dir: Path, type_reduction: bool = True) -
     """`.onnx` files under onnx_dir -> `.ort` files under out_dir (same layout) + the reduced-ops config."""
     import logging
 
+    for module in ("onnxruntime", "onnx"):  # the converter imports onnx; a device install may lack it
+        require(module, "mmedge package mobile: ONNX Runtime's ORT-format converter", extra="onnx")
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs INFO lines to stderr
@@ -135,7 +138,8 @@ def _decoding(model: str, m: Manifest, files: dict[str, dict[str, str]]) -> dict
         "graphs": {g: files[g] for g in ("encoder", "decoder_init", "decoder_step")},
         "start_token": vocab.get("<start>"), "end_token": vocab.get("<end>"), "pad_token": vocab.get("<pad>"),
         "vocabulary_size": len(vocab), "vocabulary": "vocabulary.json",
-        "beam_size": 3, "max_length": 50, "length_normalisation": False,
+        "beam_size": 3, "max_length": DEFAULT_MAX_LEN, "length_normalisation": False,
+        "max_length_counts": "decoding steps, <end> included (51: the tutorial's 50 words + <end>)",
         "tensors": {"step_inputs": [asdict(t) for t in step.inputs], "step_outputs": [asdict(t) for t in step.outputs]},
         "dtypes": {"prev_word": {"android": "int64", "ios": "int32 (Core ML has no int64 inputs)"},
                    "everything else": "float32"},
@@ -158,7 +162,7 @@ def _decoding(model: str, m: Manifest, files: dict[str, dict[str, str]]) -> dict
             " word = index % V",
             "    a candidate whose word is end_token is complete: store (tokens without <end>, score); k -= 1",
             "    the others stay live: tokens + [word], score",
-            "  stop when every image has k == 0 or t == max_length",
+            "  stop when every image has k == 0 or t == max_length (an <end> at t == max_length still completes)",
             "  h, c = h_next[source rows], c_next[source rows]; prev_word = the live words;"
             " rows follow the source rows",
             "result per image: the complete hypothesis with the best score; if none completed, the best live one",
@@ -474,16 +478,18 @@ def check_files(root: Path, bundle: Path) -> dict[str, Any]:
     files = doc.get("files")
     if not isinstance(files, dict):
         raise ArtifactError(f"{bundle}: {MANIFEST} has no file list")
+    if not isinstance(doc.get("models"), dict) or not all(isinstance(e, dict) for e in doc["models"].values()):
+        raise ArtifactError(f"{bundle}: {MANIFEST} has no models")
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {MANIFEST}
     for rel, digest in sorted(files.items()):
         p = root / rel
         if rel not in present:
-            raise ArtifactError(f"{bundle}: {rel}: missing (listed in {MANIFEST})")
+            raise CheckFailedError(f"{bundle}: {rel}: missing (listed in {MANIFEST})")
         if sha256_file(p) != digest:
-            raise ArtifactError(f"{bundle}: {rel}: sha256 does not match {MANIFEST} (file changed or truncated)")
+            raise CheckFailedError(f"{bundle}: {rel}: sha256 does not match {MANIFEST} (file changed or truncated)")
     extra = sorted(present - set(files))
     if extra:
-        raise ArtifactError(f"{bundle}: {extra[0]}: not listed in {MANIFEST} (file added after packaging)")
+        raise CheckFailedError(f"{bundle}: {extra[0]}: not listed in {MANIFEST} (file added after packaging)")
     return doc
 
 
@@ -521,7 +527,11 @@ def verify(bundle: Path) -> list[Any]:
         extract(bundle, root)
         doc = check_files(root, bundle)
         for model, entry in sorted(doc["models"].items()):
-            plain, image = read_vectors(root, entry["test_vectors"])
+            try:
+                plain, image = read_vectors(root, entry["test_vectors"])
+            except (KeyError, TypeError, ValueError, OSError, UnicodeDecodeError) as e:
+                raise ArtifactError(f"{bundle}: {model}: malformed test vectors in the bundle "
+                                    f"({e.__class__.__name__}: {e})") from None
             np.savez(root / f".{model}-vectors.npz", **plain)
             platforms = ["android"] if "android" in entry else []
             if "ios" in entry and sys.platform == "darwin":

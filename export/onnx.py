@@ -17,13 +17,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmedge.errors import ExportError
+from mmedge.errors import ExportError, InputError
 from mmedge.export.artifact import tensor_spec
 from mmedge.export.registry import ExportContext, register_exporter
 from mmedge.models.zoo import GraphSpec
 from mmedge.runtime.manifest import GraphEntry
 
 OPSET = 17
+
+
+def _opset(options: dict) -> int:
+    """`--option opset=N` and `exporter=torchscript|dynamo`, checked before any export work."""
+    opset = options.get("opset", OPSET)
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise InputError(f"--option opset={opset}: expected an integer ONNX opset (e.g. opset={OPSET})")
+    if options.get("exporter", "torchscript") not in ("torchscript", "dynamo"):
+        raise InputError(f"--option exporter={options['exporter']}: expected torchscript or dynamo")
+    return opset
 
 
 def export_graph(ctx: ExportContext, graph: GraphSpec, path: Path) -> GraphEntry:
@@ -33,7 +43,7 @@ def export_graph(ctx: ExportContext, graph: GraphSpec, path: Path) -> GraphEntry
     feeds = ctx.examples(graph)
     ref = ctx.reference(graph, feeds)
     module = graph.wrap(ctx.model).eval()
-    opset = int(ctx.options.get("opset", OPSET))
+    opset = _opset(ctx.options)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")

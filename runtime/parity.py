@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.errors import ArtifactError, Mismatch
+from mmedge.errors import ArtifactError, InputError, Mismatch
 from mmedge.runtime.pipelines import Captioner, Pipeline, load
 
 # max abs error allowed, as a fraction of the reference's max abs value (DESIGN.md)
@@ -69,6 +69,8 @@ class ParityReport:
 
 def check(pipeline: Pipeline, rel_tol: float | None = None) -> ParityReport:
     """Replay the artifact's test vectors through `pipeline`'s sessions."""
+    if rel_tol is not None and not (np.isfinite(rel_tol) and rel_tol > 0):
+        raise InputError(f"--tolerance must be a finite number > 0, got {rel_tol}")
     m = pipeline.manifest
     vec_file = pipeline.root / m.extra.get("test_vectors", "test_vectors.npz")
     if not vec_file.is_file():

@@ -1,11 +1,13 @@
-"""The bad-input matrix: every case is one stderr line naming the file and the problem,
-a non-zero exit code, no traceback, nothing written. Supported-but-unusual inputs
-(8/24-bit, stereo, 8 kHz WAVs, RGBA/16-bit images) must work."""
+"""The bad-input matrix: every case is exactly one stderr line `mmedge: error: ...` naming the
+file and the problem, the exact exit code (2: usage or bad input, unless a case names 1: a
+check that ran and found a mismatch), no traceback, nothing written. Supported-but-unusual
+inputs (8/24-bit, stereo, 8 kHz WAVs, RGBA/16-bit images) must work."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import wave
@@ -18,18 +20,15 @@ import torch
 from PIL import Image
 
 from mmedge.cli import run
+from mmedge.errors import EXIT_CHECK_FAILED, EXIT_USAGE
 from mmedge.export.artifact import finish
 from mmedge.runtime.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")
-def arts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("matrix")
-    got = {}
-    for name in ("captioner", "voice-encoder", "refocus", "soundnet"):
-        assert run(["export", name, "--out", str(out)]) == 0
-        got[name] = out / f"{name}-tiny-onnx-fp32"
-    return got
+def arts(cli_onnx: dict[str, Path]) -> dict[str, Path]:
+    """The tiny ONNX artifacts of every model (tests/conftest.py); cases copy before changing one."""
+    return cli_onnx
 
 
 def write_pcm(path: Path, x: np.ndarray, rate: int, width: int, channels: int = 1) -> Path:
@@ -82,8 +81,10 @@ def rehash(art: Path) -> None:
     finish(art, read_manifest(art, verify=False))
 
 
-# Each case: (id, setup(tmp, arts) -> argv, expected message, expected exit code or None for "fails")
-Case = tuple[str, Callable[[Path, dict[str, Path]], list[str]], str]
+# Each case: (id, setup(tmp, arts) -> argv, a distinctive part of the message[, exit code]); the
+# exit code is EXIT_USAGE (2) unless the case gives another one.
+Setup = Callable[[Path, dict[str, Path]], list[str]]
+Case = tuple[str, Setup, str, int]
 
 
 def _caption(img: Callable[[Path], Path]) -> Callable[[Path, dict[str, Path]], list[str]]:
@@ -191,6 +192,36 @@ def _refocus(near: str, far: str, depth: Callable[[Path], Path] | None = None) -
     return setup
 
 
+def _dir(t: Path, name: str) -> Path:
+    (t / name).mkdir()
+    return t / name
+
+
+def _jetson_bundle(t: Path, a: dict[str, Path], replace: dict[str, bytes]) -> Path:
+    """A Jetson bundle of the soundnet artifact with members replaced (or added), sha256s left as they were."""
+    import io
+    import tarfile
+
+    from mmedge.export.package import PackageRequest, packager
+
+    good = packager("jetson")(PackageRequest([a["soundnet"]], t / "good.tar.gz", {}))
+    bad = t / "bad.tar.gz"
+    with tarfile.open(good) as src, tarfile.open(bad, "w:gz") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read() if m.isfile() else None
+            rel = m.name.split("/", 1)[1] if "/" in m.name else ""
+            if rel in replace:
+                data = replace.pop(rel)
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+        for rel, data in replace.items():
+            info = tarfile.TarInfo(f"{m.name.split('/', 1)[0]}/{rel}")
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    good.unlink()
+    return bad
+
+
 def _npy(name: str, arr: np.ndarray) -> Callable[[Path], Path]:
     def make(t: Path) -> Path:
         np.save(t / name, arr)
@@ -210,7 +241,7 @@ BAD: list[Case] = [
     ("image-list-empty", _caption(_bytes("photos.txt", b"# none yet\n")), "photos.txt: the image list is empty"),
     # batch captioning and scale-out (--out, --ray)
     ("out-folder-missing", lambda t, a: _caption(_png)(t, a) + ["--out", str(t / "no" / "r.jsonl")],
-     "folder"),
+     "no/r.jsonl: folder "),
     ("out-is-not-ours", lambda t, a: _caption(_png)(t, a) + ["--out", str(_bytes("mine.jsonl", b"{}\n")(t))],
      "mine.jsonl: exists but has no mine.jsonl.job.json"),
     ("workers-without-ray", lambda t, a: _caption(_png)(t, a) + ["--out", str(t / "r.jsonl"), "--workers", "2"],
@@ -225,21 +256,21 @@ BAD: list[Case] = [
     ("eval-ray-pytorch", lambda t, a: ["eval", "captioner", "--ray"], "pass --artifact"),
     # audio
     ("wav-zero-samples", _embed(lambda t: write_pcm(t / "empty.wav", np.zeros(0, np.float32), 16000, 2)),
-     "empty.wav"),
+     "empty.wav: no audio samples"),
     ("wav-nan", _embed(lambda t: write_float_wav(t / "nan.wav", np.full(16000, np.nan, np.float32), 16000)),
      "nan.wav: contains NaN or Inf"),
     ("wav-inf", _embed(lambda t: write_float_wav(t / "inf.wav", np.r_[tone(1, 16000), np.inf].astype(np.float32),
                                                  16000)), "inf.wav: contains NaN or Inf"),
     ("wav-silent", _embed(lambda t: write_pcm(t / "silent.wav", np.zeros(16000, np.float32), 16000, 2)),
      "silent.wav: audio is silent"),
-    ("wav-not-riff", _embed(_bytes("x.wav", b"ID3 this is an mp3")), "x.wav"),
+    ("wav-not-riff", _embed(_bytes("x.wav", b"ID3 this is an mp3")), "x.wav: not a RIFF/WAVE file"),
     ("wav-truncated", _embed(lambda t: _bytes("cut.wav", write_pcm(t / "f.wav", tone(1, 16000), 16000, 2)
-                                              .read_bytes()[:2000])(t)), "cut.wav"),
+                                              .read_bytes()[:2000])(t)), "cut.wav: truncated data chunk"),
     ("wav-10-minutes", _embed(lambda t: write_pcm(t / "long.wav", tone(600, 8000), 8000, 2)),
      "long.wav: 600 s is longer than the 300 s"),
     ("wav-too-short", _embed(lambda t: write_pcm(t / "short.wav", tone(0.02, 16000), 16000, 2)),
      "short.wav: too short for this model"),
-    ("wav-missing", _embed(lambda t: t / "gone.wav"), "gone.wav"),
+    ("wav-missing", _embed(lambda t: t / "gone.wav"), "gone.wav: no such file"),
     # models and artifacts
     ("onnx-truncated", _art_with(lambda a: (a / "encoder.onnx").write_bytes((a / "encoder.onnx").read_bytes()[:999])),
      "encoder.onnx: ONNX Runtime cannot load it"),
@@ -265,9 +296,11 @@ BAD: list[Case] = [
     ("wordmap-no-start", _ckpt("no-start"), "lacks <start>"),
     ("wordmap-not-json", _ckpt("wordmap-not-json"), "WORDMAP.json: not a JSON word map"),
     ("checkpoint-malicious", _ckpt("malicious"), "refusing to unpickle"),
-    ("checkpoint-wrong-architecture", _ckpt("wrong-arch"), "BEST_checkpoint.pth.tar"),
-    ("checkpoint-missing-keys", _ckpt("missing-keys"), "init_h.weight"),
-    ("checkpoint-garbage", _ckpt("garbage"), "BEST_checkpoint.pth.tar"),
+    ("checkpoint-wrong-architecture", _ckpt("wrong-arch"),
+     "BEST_checkpoint.pth.tar: wrong architecture for the decoder: shape mismatch fc.weight"),
+    ("checkpoint-missing-keys", _ckpt("missing-keys"), "BEST_checkpoint.pth.tar: wrong architecture: decoder "
+     "'init_h.weight' is missing"),
+    ("checkpoint-garbage", _ckpt("garbage"), "BEST_checkpoint.pth.tar: not a PyTorch checkpoint"),
     # calibration folders
     ("calib-empty", _calib("empty"), "no images (PNG, JPEG, ...) found"),
     ("calib-mixed", _calib("mixed"), "mixes 1 images and 1 audio files"),
@@ -288,6 +321,53 @@ BAD: list[Case] = [
     ("unknown-config", lambda t, a: ["export", "captioner", "--config", "xl"], "unknown config of captioner 'xl'"),
     ("missing-argument", lambda t, a: ["caption"], "Missing argument"),
     ("unknown-command", lambda t, a: ["frobnicate"], "No such command 'frobnicate'"),
+    ("tolerance-negative", lambda t, a: ["parity", "--artifact", str(a["soundnet"]), "--tolerance", "-1"],
+     "--tolerance must be a finite number > 0, got -1.0"),
+    ("tolerance-nan", lambda t, a: ["parity", "--artifact", str(a["soundnet"]), "--tolerance", "nan"],
+     "--tolerance must be a finite number > 0, got nan"),
+    ("threads-0", lambda t, a: _caption(_png)(t, a) + ["--threads", "0"], "Invalid value for '--threads'"),
+    ("backend-option-threads-not-a-number", lambda t, a: _caption(_png)(t, a) + ["-O", "threads=many"],
+     "backend option 'threads=many': threads must be an integer >= 1"),
+    ("attention-png-is-a-folder", lambda t, a: _caption(_png)(t, a) + ["--attention-png", str(_dir(t, "maps"))],
+     "maps: is a directory; give the path of the file to write"),
+    ("attention-png-under-a-file", lambda t, a: _caption(_png)(t, a) + [
+        "--attention-png", str(_bytes("notes.txt", b"x")(t) / "a.png")], "notes.txt: is a file, not a folder"),
+    ("refocus-out-is-a-folder", lambda t, a: _refocus("0", "2")(t, a)[:-1] + [str(_dir(t, "o"))],
+     "o: is a directory; give the path of the file to write"),
+    ("eval-unknown-split", lambda t, a: ["eval", "captioner", "-a", str(a["captioner"]), "--split", "dev",
+                                         "--beam", "1"], "unknown split 'dev'; expected one of train, val, test"),
+    ("export-out-is-a-file", lambda t, a: ["export", "soundnet", "--out", str(_bytes("f", b"x")(t))],
+     "f: is a file; --out is the folder the artifact directories go in"),
+    ("export-unknown-target", lambda t, a: ["export", "soundnet", "--target", "tflite", "--out", str(t / "o")],
+     "unknown target 'tflite'; valid: tensorrt"),
+    ("demo-out-is-a-file", lambda t, a: ["demo", "--out", str(_bytes("f", b"x")(t))],
+     "f: is a file; --out is the folder the demo writes in"),
+    ("profile-plot-not-png", lambda t, a: ["profile", "-a", str(a["soundnet"]), "--plot", str(_dir(t, "plots"))],
+     "plots: --plot writes a PNG file"),
+    ("profile-compare-not-json", lambda t, a: ["profile", "--compare", str(_bytes("a.json", b"{x")(t)),
+                                               str(_bytes("b.json", b"{}")(t))], "a.json: invalid JSON"),
+    ("profile-compare-missing", lambda t, a: ["profile", "--compare", str(t / "a.json"), str(t / "b.json")],
+     "a.json: not found"),
+    ("package-unknown-target", lambda t, a: ["package", "watch", "--verify", str(t / "x.zip")],
+     "unknown package target 'watch'; valid: jetson, mobile"),
+    ("package-verify-missing", lambda t, a: ["package", "mobile", "--verify", str(t / "app.zip")],
+     "app.zip: bundle not found"),
+    ("package-verify-not-a-zip", lambda t, a: ["package", "mobile", "--verify", str(_bytes("app.zip", b"PK?")(t))],
+     "app.zip: not a zip file"),
+    ("package-verify-not-a-tar", lambda t, a: ["package", "jetson", "--verify", str(_bytes("b.tar.gz", b"x")(t))],
+     "b.tar.gz: not a readable .tar.gz"),
+    ("package-verify-bundle-json-garbage", lambda t, a: ["package", "jetson", "--verify",
+                                                         str(_jetson_bundle(t, a, {"bundle.json": b"{oops"}))],
+     "bundle.json is not valid JSON"),
+    # checks that ran and found a mismatch: exit 1
+    ("parity-out-of-tolerance", lambda t, a: ["parity", "--artifact", str(a["soundnet"]), "--tolerance", "1e-12"],
+     "output(s) out of tolerance: model.", EXIT_CHECK_FAILED),
+    ("package-verify-tampered", lambda t, a: ["package", "jetson", "--verify", str(_jetson_bundle(
+        t, a, {"artifacts/soundnet-tiny-onnx-fp32/model.onnx": b"x"}))],
+     "1 file(s) changed or missing (first: ", EXIT_CHECK_FAILED),
+    ("package-verify-added-file", lambda t, a: ["package", "jetson", "--verify",
+                                                str(_jetson_bundle(t, a, {"extra.sh": b"rm -rf /"}))],
+     "unlisted file(s) extra.sh", EXIT_CHECK_FAILED),
 ]
 
 
@@ -298,28 +378,30 @@ def _other_model(t: Path, a: dict[str, Path]) -> list[str]:
     return ["parity", "--artifact", str(art)]
 
 
-BAD = [(i, _other_model if s is None else s, m) for i, s, m in BAD]
+BAD = [(i, _other_model if s is None else s, m, *(code or [EXIT_USAGE])) for i, s, m, *code in BAD]
 
 
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
 def test_bad_input(case: Case, arts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, setup, message = case
+    _, setup, message, expected = case
     argv = setup(tmp_path, arts)
+    capsys.readouterr()  # what the setup printed is not the command's
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     code = run(argv)
     out, err = capsys.readouterr()
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert code != 0, f"exit 0 for {argv}"
-    assert len(lines) == 1 and lines[0].startswith("mmedge: error: "), err
-    assert message in lines[0], lines[0]
-    assert "Traceback" not in err and out == ""
+    assert code == expected, f"exit {code}, expected {expected}, for {argv}: {err}"
+    assert re.fullmatch(r"mmedge: error: [^\n]+\n", err), f"not exactly one error line: {err!r}"
+    assert message in err, err
+    assert "Traceback" not in err
+    assert out == "" or expected == EXIT_CHECK_FAILED, out  # a check that ran may print its report
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == before, "something was written"
     assert not (tmp_path / "pwned").exists()
 
 
 def test_matrix_is_large_enough() -> None:
-    assert len(BAD) >= 40
+    assert len(BAD) >= 70
+    assert {c[3] for c in BAD} == {EXIT_USAGE, EXIT_CHECK_FAILED}
 
 
 GOOD = [

@@ -137,7 +137,8 @@ PARAMS = {"image_size": 32, "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "st
        seed=st.integers(0, 1000))
 def test_preprocess_any_size_and_mode(w: int, h: int, mode: str, seed: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(seed)
-    img = Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).convert(mode)
+    rgb = Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8))
+    img = rgb.convert("L").convert(mode) if mode == "I;16" else rgb.convert(mode)  # Pillow < 10.1: no RGB -> I;16
     path = tmp_path / f"x-{w}-{h}.{'tiff' if mode in ('I;16', 'I', 'F', 'CMYK') else 'png'}"
     img.save(path)
     x = preprocess_image(path, PARAMS)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import make_golden
 from mmedge.cli import app
-from mmedge.errors import ArtifactError, InputError
+from mmedge.errors import ArtifactError, CheckFailedError, InputError
 from mmedge.export import mobile
 from mmedge.export.package import PackageRequest, packager
 from mmedge.export.registry import ExportContext, export_context
@@ -34,9 +34,9 @@ def export(name: str, out: Path, fmt: str, precision: str = "fp32", model=None) 
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def artifacts(tmp_path_factory: pytest.TempPathFactory, golden_onnx: dict[str, Path]) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("mobile-artifacts")
-    arts = {"captioner-onnx": export("captioner", out, "onnx"), "soundnet-onnx": export("soundnet", out, "onnx")}
+    arts = {"captioner-onnx": golden_onnx["captioner"], "soundnet-onnx": golden_onnx["soundnet"]}
     if HAS_COREML:
         arts["captioner-coreml"] = export("captioner", out, "coreml", "fp16")
     return arts
@@ -115,7 +115,7 @@ def test_decoding_json_spells_out_the_beam_search(bundle: Path, artifacts: dict[
     vocab = read_manifest(artifacts["captioner-onnx"]).vocabulary
     assert vocab is not None
     assert (dec["start_token"], dec["end_token"]) == (vocab["<start>"], vocab["<end>"])
-    assert dec["vocabulary_size"] == len(vocab) == 23 and dec["max_length"] == 50 and dec["beam_size"] == 3
+    assert dec["vocabulary_size"] == len(vocab) == 23 and dec["max_length"] == 51 and dec["beam_size"] == 3
     assert dec["graphs"]["decoder_step"]["android"] == "android/captioner/decoder_step.ort"
     if HAS_COREML:
         assert dec["graphs"]["encoder"]["ios"] == "ios/captioner/encoder.mlpackage"
@@ -164,16 +164,16 @@ def test_tampered_file_is_named(member: str, bundle: Path, tmp_path: Path) -> No
     data = bytearray(read(bundle, member))
     data[len(data) // 2] ^= 0xFF
     bad = rewrite(bundle, tmp_path / "bad.zip", {member: bytes(data)})
-    with pytest.raises(ArtifactError, match=rf"{member}: sha256 does not match manifest\.json"):
+    with pytest.raises(CheckFailedError, match=rf"{member}: sha256 does not match manifest\.json"):
         mobile.verify(bad)
 
 
 def test_missing_and_added_files_are_refused(bundle: Path, tmp_path: Path) -> None:
     gone = rewrite(bundle, tmp_path / "gone.zip", {"captioner/decoding.json": None})
-    with pytest.raises(ArtifactError, match=r"captioner/decoding\.json: missing"):
+    with pytest.raises(CheckFailedError, match=r"captioner/decoding\.json: missing"):
         mobile.verify(gone)
     added = rewrite(bundle, tmp_path / "added.zip", add={"android/extra.so": b"\x7fELF"})
-    with pytest.raises(ArtifactError, match=r"android/extra\.so: not listed in manifest\.json"):
+    with pytest.raises(CheckFailedError, match=r"android/extra\.so: not listed in manifest\.json"):
         mobile.verify(added)
 
 
@@ -273,10 +273,32 @@ def test_cli_package_and_verify(artifacts: dict[str, Path], bundle: Path, tmp_pa
     assert res.exit_code == 0, res.stderr
     bad = rewrite(out, tmp_path / "bad.zip", {"soundnet/preprocessing.json": b"{}"})
     res = runner.invoke(app, ["package", "mobile", "--verify", str(bad)])
-    assert res.exit_code == 2
+    assert res.exit_code == 1  # the check ran and found a mismatch
     assert res.stderr.strip().splitlines() == [
         f"mmedge: error: {bad}: soundnet/preprocessing.json: sha256 does not match manifest.json "
         f"(file changed or truncated)"]
+    added = rewrite(out, tmp_path / "added.zip", add={"soundnet/extra.bin": b"x"})
+    res = runner.invoke(app, ["package", "mobile", "--verify", str(added)])
+    assert res.exit_code == 1 and "soundnet/extra.bin: not listed in manifest.json" in res.stderr
+    # not a bundle at all: bad input (2), not a failed check (1)
+    for path, message in [(tmp_path / "missing.zip", "bundle not found"),
+                          (tmp_path / "cli.json", "not a zip file"), (tmp_path / "plain.zip", "not an mmedge mobile")]:
+        if path.name == "cli.json":
+            path.write_text("{}")
+        elif path.name == "plain.zip":
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr("hello.txt", "hi")
+        res = runner.invoke(app, ["package", "mobile", "--verify", str(path)])
+        assert res.exit_code == 2, (path, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr
+
+
+def test_verify_exit_codes_by_error_class() -> None:
+    """Content that does not match is a failed check (1); an unreadable bundle is bad input (2)."""
+    from mmedge.errors import CheckFailedError
+
+    assert CheckFailedError.exit_code == 1 and ArtifactError.exit_code == InputError.exit_code == 2
+    assert not issubclass(CheckFailedError, InputError)
 
 
 @pytest.mark.skipif(sys.platform != "darwin", reason="Core ML predictions need macOS")

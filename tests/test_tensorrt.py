@@ -33,7 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 from mmedge.calibration import tensorrt as trtcal
 from mmedge.calibration.data import CalibSource
 from mmedge.calibration.recipes import QuantConfig
-from mmedge.errors import ArtifactError, ExportError, InputError, MissingDependencyError
+from mmedge.errors import ArtifactError, CheckFailedError, ExportError, InputError, MissingDependencyError
 from mmedge.export import registry
 from mmedge.export import tensorrt as trtexp
 from mmedge.export.jetson import BUNDLE_DIR, SCRIPT, verify_bundle
@@ -57,9 +57,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fp32(work: Path) -> dict[str, Path]:
-    return {m: registry.export(registry.ExportRequest(m, ["onnx"], "fp32", "tiny", out=work / "fp32"))[0]
-            for m in MODELS}
+def fp32(cli_onnx: dict[str, Path]) -> dict[str, Path]:
+    """The tiny fp32 ONNX artifacts (tests/conftest.py, exported once per session)."""
+    return {m: cli_onnx[m] for m in MODELS}
 
 
 @pytest.fixture(scope="module")
@@ -588,7 +588,7 @@ def test_verify_catches_a_changed_file(bundle: Path, tmp_path: Path) -> None:
             if m.name.endswith("encoder.onnx"):
                 data = data[:-1] + bytes([data[-1] ^ 1])
             dst.addfile(m, io.BytesIO(data) if data is not None else None)
-    with pytest.raises(ArtifactError, match="changed or missing"):
+    with pytest.raises(CheckFailedError, match="changed or missing"):
         verify_bundle(bad)
 
 
