@@ -39,8 +39,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def onnx_captioner(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_reference("captioner", tmp_path_factory.mktemp("onnx"), "onnx")
+def onnx_captioner(golden_onnx: dict[str, Path]) -> Path:
+    return golden_onnx["captioner"]
 
 
 def golden_feeds(gold: np.lib.npyio.NpzFile, graph) -> dict[str, np.ndarray]:
