@@ -20,7 +20,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from mmedge.atomic import on_sigint
-from mmedge.errors import MmedgeError, NotBuiltError, missing_dependency, require
+from mmedge.errors import MmedgeError, NotBuiltError, article, missing_dependency, plural, require
 
 app = typer.Typer(
     name="mmedge",
@@ -29,16 +29,38 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich markup would eat "[near, far]" and "[ray]", tag every flag <bool>
+    # and cut long option help at 100 columns.
+    rich_markup_mode=None,
 )
 
 
 def err(msg: str) -> None:
     """A log line for humans: stderr, so --json stays clean on stdout."""
-    print(msg, file=sys.stderr, flush=True)  # flushed: click < 8.2's test runner drops unflushed stderr
+    print(printable(msg), file=sys.stderr, flush=True)  # flushed: click < 8.2's test runner drops unflushed stderr
 
 
 def emit_json(doc: Any) -> None:
     print(json.dumps(doc, indent=2, default=str))
+
+
+def printable(text: str) -> str:
+    """Lone surrogates (undecodable bytes of a file name) as \\xNN escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def print_line(line: str) -> None:
+    """A result line on stdout that cannot fail on a file name that is not valid UTF-8 (Python
+    keeps its bytes as lone surrogates): they are shown as \\xNN escapes."""
+    line = printable(line)
+    try:
+        print(line)
+    except UnicodeEncodeError:  # a terminal that is not UTF-8
+        enc = sys.stdout.encoding or "utf-8"
+        print(line.encode(enc, "backslashreplace").decode(enc))
 
 
 def handle_errors(fn: Callable, name: str = "") -> Callable:
@@ -125,7 +147,9 @@ def export_cmd(
     model: str = typer.Argument(..., help="captioner | soundnet | voice-encoder | refocus"),
     format: str = typer.Option("onnx", "--format", "-f", help="Target format(s), comma-separated."),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8"),
-    config: str = typer.Option("tiny", help="tiny | demo | full (see `mmedge models`)."),
+    config: str = typer.Option("demo", help="demo: the trained weights shipped with mmedge (default); tiny: "
+                               "small random weights (tests); full: real size, random weights unless "
+                               "--checkpoint (see `mmedge models`)."),
     checkpoint: Optional[Path] = typer.Option(None, help="A tutorial BEST_checkpoint_*.pth.tar (captioner)."),
     word_map: Optional[Path] = typer.Option(None, help="The tutorial's WORDMAP_*.json (with --checkpoint)."),
     calib_data: Optional[Path] = typer.Option(None, help="int8: folder of calibration images or WAVs "
@@ -208,14 +232,15 @@ ThreadsOpt = typer.Option(None, min=1, help="Intra-op threads for the backend (d
 SessionOpt = typer.Option([], "--backend-option", "-O", metavar="KEY=VALUE",
                           help="A session option of the backend; repeatable. OpenVINO: device=GPU, "
                           "precision=f32|bf16|f16, hint=latency|throughput, streams=N. ONNX Runtime: "
-                          "providers=CUDAExecutionProvider,CPUExecutionProvider. Core ML: "
+                          "providers=CUDAExecutionProvider,CPUExecutionProvider, "
+                          "optimization=all|extended|basic|disable. Core ML: "
                           "compute_units=ALL|CPU_ONLY|CPU_AND_GPU|CPU_AND_NE. TensorRT: device=N.")
 
 
 RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]",
                       help="Shard the work over a Ray cluster: bare --ray starts a local Ray instance (or joins "
                       "RAY_ADDRESS); --ray HOST:PORT / auto / ray://HOST:PORT joins that cluster. "
-                      "Needs pip install 'mmedge\\[ray]'.")
+                      "Needs pip install 'mmedge[ray]'.")
 WorkersOpt = typer.Option(None, min=1, help="With --ray: number of workers, each one pipeline (default: the "
                           "cluster's CPUs / --threads).")
 ShipOpt = typer.Option(False, "--ship-artifact", help="With --ray: send the artifact through Ray's object store "
@@ -277,23 +302,32 @@ def caption_cmd(
         return
     pipe = _load(artifact, backend, threads, backend_option)
     if not isinstance(pipe, Captioner):
-        raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not a captioner")
-    results = pipe.caption(paths, beam=beam, max_len=max_len, length_norm=length_norm)
-    if attention_png is not None:
-        from mmedge.runtime.image import read_image
-        from mmedge.runtime.visualize import attention_grid, save_png
+        raise MmedgeError(f"{artifact}: is {article(pipe.manifest.pipeline)} artifact, not a captioner")
+    # Streamed in batches of --shard-size: plain text is printed as each batch finishes, and only the
+    # small JSON records are kept for --json (one document at the end, so a failure mid-way prints
+    # no half document); attention maps are written, then dropped.
+    records: list[dict[str, Any]] = []
+    for start in range(0, len(paths), shard_size):
+        batch = paths[start:start + shard_size]
+        results = pipe.caption(batch, beam=beam, max_len=max_len, length_norm=length_norm)
+        if attention_png is not None:
+            from mmedge.runtime.image import read_image
+            from mmedge.runtime.visualize import PANEL, attention_grid, save_png
 
-        for i, r in enumerate(results):
-            words = [pipe.vocab.words[t] for t in r.tokens] + (["<end>"] if r.finished else [])
-            target = attention_png if len(results) == 1 else attention_png.with_name(
-                f"{attention_png.stem}-{i}{attention_png.suffix or '.png'}")
-            save_png(attention_grid(read_image(r.image), words, r.attention), target)
-            err(f"wrote {target}")
-    if as_json:
-        emit_json({"results": [r.to_json() for r in results]})
-    else:
+            for i, r in enumerate(results, start):
+                words = [pipe.vocab.words[t] for t in r.tokens] + (["<end>"] if r.finished else [])
+                target = attention_png if len(paths) == 1 else attention_png.with_name(
+                    f"{attention_png.stem}-{i}{attention_png.suffix or '.png'}")
+                save_png(attention_grid(read_image(r.image, min_size=PANEL), words, r.attention), target)
+                err(f"wrote {target}")
         for r in results:
-            print(f"{r.image}: {r.caption}  (score {r.score:.3f})")
+            if as_json:
+                records.append(r.to_json())
+            else:
+                print_line(f"{r.image}: {r.caption}  (score {r.score:.3f})")
+        del results
+    if as_json:
+        emit_json({"results": records})
 
 
 def _caption_batch(paths: list[str], artifact: Path, backend: Optional[str], threads: Optional[int],
@@ -310,15 +344,15 @@ def _caption_batch(paths: list[str], artifact: Path, backend: Optional[str], thr
             emit_json({"results": records, "run": stats.to_json()})
         else:
             for r in records:
-                print(f"{r['image']}: error: {r['error']}" if "error" in r else
-                      f"{r['image']}: {r['caption']}  (score {r['score']:.3f})")
+                print_line(f"{r['image']}: error: {r['error']}" if "error" in r else
+                           f"{r['image']}: {r['caption']}  (score {r['score']:.3f})")
         return
     if stats.computed == 0:
-        summary = f"{out}: all {stats.total} images were already done; nothing to do"
+        summary = f"{out}: all {plural(stats.total, 'image')} were already done; nothing to do"
     else:
-        summary = (f"{out}: {stats.total} images ({stats.resumed} from an earlier run, {stats.computed} now, "
-                   f"{stats.errors} unreadable) with {stats.workers} worker(s), "
-                   f"{stats.per_second:.1f} images/s" + (f", {stats.retries} shard(s) retried" if stats.retries else ""))
+        summary = (f"{out}: {plural(stats.total, 'image')} ({stats.resumed} from an earlier run, {stats.computed} now, "
+                   f"{stats.errors} unreadable) with {plural(stats.workers, 'worker')}, "
+                   f"{stats.per_second:.1f} images/s" + (f", {plural(stats.retries, 'shard')} retried" if stats.retries else ""))
     if as_json:
         emit_json({"out": str(out), "run": stats.to_json()})
     else:
@@ -339,7 +373,7 @@ def embed_cmd(
 
     pipe = _load(artifact, backend, threads, backend_option)
     if not isinstance(pipe, AudioEncoder):
-        raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not an audio encoder")
+        raise MmedgeError(f"{artifact}: is {article(pipe.manifest.pipeline)} artifact, not an audio encoder")
     results = pipe.embed([str(a) for a in audio])
     if as_json:
         emit_json({"results": [r.to_json() for r in results]})
@@ -347,7 +381,7 @@ def embed_cmd(
     for r in results:
         dims = ", ".join(f"{k} [{v.shape[0]}]" for k, v in r.outputs.items())
         label = f"{r.label} ({r.score:.2f})" if r.label is not None else "-"
-        print(f"{r.audio}: {label}  outputs: {dims}")
+        print_line(f"{r.audio}: {label}  outputs: {dims}")
 
 
 @command("refocus")
@@ -372,17 +406,17 @@ def refocus_cmd(
         raise MmedgeError(f"need 0 <= near <= far, got near={near} far={far}")
     pipe = _load(artifact, backend, threads, backend_option)
     if not isinstance(pipe, Refocuser):
-        raise MmedgeError(f"{artifact}: is a {pipe.manifest.pipeline} artifact, not a refocus network")
+        raise MmedgeError(f"{artifact}: is {article(pipe.manifest.pipeline)} artifact, not a refocus network")
     result = pipe.refocus(str(image), str(depth), near, far)
     save_png(Image.fromarray(result), out)
-    print(out)
+    print_line(str(out))
 
 
 @command("parity")
 def parity_cmd(
     artifact: Path = ArtifactOpt,
     backend: Optional[str] = BackendOpt,
-    tolerance: Optional[float] = typer.Option(None, help="Relative tolerance (default: by precision, DESIGN.md)."),
+    tolerance: Optional[float] = typer.Option(None, help="Relative tolerance (default: by precision: fp32 1e-4, fp16/bf16 2e-2 of the reference's max; int8 is judged by cosine >= 0.9, see README 'parity')."),
     backend_option: List[str] = SessionOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -400,8 +434,11 @@ def parity_cmd(
             print(f"  {'ok  ' if m.ok else 'FAIL'} {m.name:<28} max abs {m.max_abs:.3e}  rel {m.max_rel:.3e}  {judged}")
         if report.beam:
             b = report.beam
-            print(f"  {'ok  ' if b['ok'] else 'FAIL'} beam search k={b['beam']}: tokens equal {b['tokens_equal']},"
-                  f" max relative score error {b['max_rel_score_error']:.2e}")
+            same, n = sum(b["tokens_equal"]), len(b["tokens_equal"])
+            rule = ("must all be identical, scores within 1e-4" if report.precision == "fp32" else
+                    f"{report.precision}: for information; judged by the task metric, not token identity")
+            print(f"  {'ok  ' if b['ok'] else 'FAIL'} beam search k={b['beam']}: {same} of {n} captions identical "
+                  f"to PyTorch's, max relative score error {b['max_rel_score_error']:.2e} ({rule})")
     if not report.ok:  # the check ran and found a mismatch: one line on stderr, exit 1
         from mmedge.errors import Mismatch, ParityError
 
@@ -452,7 +489,7 @@ def eval_cmd(
     if artifact is not None:
         predictor: Any = _load(artifact, backend, None, backend_option)
         if predictor.manifest.model != model:
-            raise MmedgeError(f"{artifact}: is a {predictor.manifest.model} artifact, not {model}")
+            raise MmedgeError(f"{artifact}: is {article(predictor.manifest.model)} artifact, not {model}")
     elif model == "captioner":
         from mmedge.calibration.eval_caption import TorchCaptioner
 
@@ -499,9 +536,9 @@ def _eval_sharded(model: str, artifact: Optional[Path], backend: Optional[str], 
                                          progress=not as_json, log=err,
                                          **executor)
         if not as_json:
-            err(f"{stats.computed} items in {stats.seconds:.1f} s with {stats.workers} worker(s)"
+            err(f"{plural(stats.computed, 'item')} in {stats.seconds:.1f} s with {plural(stats.workers, 'worker')}"
                 + (f", {stats.resumed} resumed" if stats.resumed else "")
-                + (f", {stats.retries} shard(s) retried" if stats.retries else ""))
+                + (f", {plural(stats.retries, 'shard')} retried" if stats.retries else ""))
         results.append(result)
     _print_eval(results, split, as_json)
 
@@ -559,8 +596,8 @@ def profile_cmd(
                                           "(default: the backend's)."),
     pin: Optional[str] = typer.Option(None, help="Pin the process to these CPUs, e.g. 0 or 2,3 (Linux)."),
     backend_option: List[str] = SessionOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print the profile as one JSON document (schema: "
-                                 "mmedge.runtime.profiler)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile as one JSON document "
+                                 "(\"schema\": \"mmedge.profile\", described in mmedge/runtime/profiler.py)."),
     as_csv: bool = typer.Option(False, "--csv", help="Print one CSV line per row."),
     markdown: bool = typer.Option(False, "--markdown", help="Print Markdown tables."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG of the latency distributions "

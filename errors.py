@@ -155,3 +155,13 @@ class ParityError(CheckFailedError):
 
 class NumericsError(MmedgeError):
     """A graph produced NaN/Inf where finite values are required."""
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """'1 image', '2 images' (messages are read by people)."""
+    return f"{n} {noun if n == 1 else (many or noun + 's')}"
+
+
+def article(word: str) -> str:
+    """'an audio', 'a captioner'."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,7 +22,7 @@ from mmedge.errors import ExportError, InputError, MissingDependencyError, Unkno
 from mmedge.export.artifact import atomic_dir, config_dict, finish, tool_versions
 from mmedge.models import zoo
 from mmedge.registry import Registry
-from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest
 from mmedge.runtime.vocab import Vocabulary
 
 if TYPE_CHECKING:  # torch is imported where a model is built or run, so the packagers work without it
@@ -110,7 +111,7 @@ class ExportRequest:
     model: str
     formats: list[str]
     precision: str = "fp32"
-    config: str = "tiny"
+    config: str = "demo"  # the trained, shipped weights: what a user exporting without --config expects
     checkpoint: Path | None = None
     word_map: Path | None = None
     out: Path = Path("artifacts")
@@ -171,6 +172,9 @@ def export(req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> l
     """Export one model to every requested format; returns the artifact directories."""
     require("torch", "export: the PyTorch reference model")
     check_formats(req.formats, req.precision)  # fail before any work
+    target = (req.options or {}).get("target")
+    if target and any(f != "onnx" for f in req.formats):
+        raise ExportError(f"--target {target} checks ONNX graphs: use it with --format onnx only")
     ctx = build_context(req)
     if req.precision == "int8":
         return export_int8(ctx, req, log)
@@ -210,6 +214,20 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
         calib = gather(fp32, calib_src)
         for fmt, fn in recipes.items():
             dest = Path(req.out) / artifact_name(ctx, fmt)
+            if fmt == "onnx" and ctx.options.get("target") == "tensorrt":
+                # ONNX Runtime's x86 layout (uint8 activations) does not build on TensorRT 8.5:
+                # the TensorRT recipe's symmetric int8 Q/DQ graphs (with calibration caches) do.
+                from mmedge.calibration.tensorrt import quantize_artifact
+
+                log(f"--target tensorrt: quantizing {ctx.spec.name} to int8 in TensorRT's layout -> {dest}")
+                quantize_artifact(fp32_dir, dest, calib_src, qcfg, log)
+                try:
+                    _check_target(ctx, fmt, dest, read_manifest(dest).graphs, log)
+                except ExportError:
+                    shutil.rmtree(dest, ignore_errors=True)
+                    raise
+                written.append(dest)
+                continue
             log(f"quantizing {ctx.spec.name} ({ctx.config_name}) to {fmt} int8 -> {dest}")
             with atomic_dir(dest) as tmp:
                 params = inspect.signature(fn).parameters  # optional extras a recipe may ask for
@@ -258,6 +276,19 @@ def check_formats(names: list[str], precision: str) -> list[ExporterInfo]:
     return infos
 
 
+def _check_target(ctx: ExportContext, fmt: str, folder: Path, graphs: list[GraphEntry],
+                  log: Callable[[str], None]) -> None:
+    """--target NAME: lint the ONNX graphs just written (before anything is published)."""
+    target = ctx.options.get("target")
+    if not target:
+        return
+    if fmt != "onnx":
+        raise ExportError(f"--target {target} checks ONNX graphs; it does not apply to --format {fmt}")
+    from mmedge.export.targets import check_graphs
+
+    check_graphs(str(target), folder, [g.file for g in graphs], log)
+
+
 def export_context(ctx: ExportContext, names: list[str], out: Path,
                    log: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Export an already-built model (tests use it with their own seeded models)."""
@@ -269,6 +300,7 @@ def export_context(ctx: ExportContext, names: list[str], out: Path,
         log(f"exporting {ctx.spec.name} ({ctx.config_name}) to {info.name} {ctx.precision} -> {dest}")
         with atomic_dir(dest) as tmp:
             graphs = info.fn(ctx, tmp)
+            _check_target(ctx, info.name, tmp, graphs, log)
             np.savez_compressed(tmp / "test_vectors.npz", **vectors)
             manifest = Manifest(
                 model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=info.name,

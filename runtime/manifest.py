@@ -101,6 +101,8 @@ def read_manifest(artifact_dir: str | Path, verify: bool = True) -> Manifest:
     """Load and (by default) verify an artifact's manifest."""
     root = Path(artifact_dir)
     path = root / MANIFEST
+    if not root.exists():
+        raise ArtifactError(f"{root}: no such folder (expected an artifact directory written by `mmedge export`)")
     if not root.is_dir():
         raise ArtifactError(f"{root}: not an artifact directory (expected a folder with {MANIFEST})")
     if not path.is_file():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from mmedge.errors import InputError, MmedgeError
+from mmedge.errors import InputError, MmedgeError, article
 from mmedge.registry import Registry
 from mmedge.scale.results import InOrder, JobHeader, ResultFile, digest
 from mmedge.scale.work import WORK, Item, Records, WorkKind
@@ -41,7 +41,7 @@ class Job:
         opts = {**self.session, **({"threads": self.threads} if self.threads else {})}
         pipe = load(root or self.artifact, self.backend, **opts)
         if pipe.manifest.pipeline != work.pipeline:
-            raise InputError(f"{self.artifact}: is a {pipe.manifest.pipeline} artifact; "
+            raise InputError(f"{self.artifact}: is {article(pipe.manifest.pipeline)} artifact; "
                              f"{self.kind} needs a {work.pipeline} artifact")
         return pipe
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mmedge.calibration.evaluate import EvalResult
-from mmedge.errors import InputError
+from mmedge.errors import InputError, article
 from mmedge.registry import Registry
 from mmedge.runtime.manifest import Manifest, read_manifest
 from mmedge.scale.driver import Job, RunStats, run_job
@@ -69,7 +69,7 @@ def evaluate_sharded(model: str, artifact: str | Path, split: str = "test", limi
     """Evaluate an artifact's demo task metric through `run_job` (any executor; `run` goes to it)."""
     m = read_manifest(artifact)
     if m.model != model:
-        raise InputError(f"{artifact}: is a {m.model} artifact, not {model}")
+        raise InputError(f"{artifact}: is {article(m.model)} artifact, not {model}")
     result, stats = SHARDED_EVALS.get(m.pipeline)(m, str(Path(artifact)), split, limit, **run)
     result.details["run"] = stats.to_json()
     return result, stats

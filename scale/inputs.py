@@ -14,10 +14,15 @@ LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 def expand_images(args: Iterable[str | Path]) -> list[str]:
     """Image paths in a stable order: a directory gives its images (recursively, sorted by path);
     a .txt/.lst/.list file gives one path per line (relative to the list's folder; blank lines and
-    `#` comments skipped); anything else is taken as an image path as given."""
+    `#` comments skipped); anything else is taken as an image path as given. A top-level
+    argument that does not exist is an InputError; a missing file named by a list is left to
+    the reader (an `error` record with --out)."""
     out: list[str] = []
     for arg in args:
         p = Path(arg)
+        if not p.exists():  # a missing top-level input is a usage error, with --out or without
+            raise InputError(f"{p}: image not found (no such file or folder; expected an image, a folder of "
+                             "images or a .txt/.lst list)")
         if p.is_dir():
             found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:

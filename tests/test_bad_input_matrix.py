@@ -289,7 +289,7 @@ BAD: list[Case] = [
      "format_version 99 is newer"),
     ("manifest-malformed", _art_with(_manifest_edit(lambda m: m.pop("graphs")), rehashed=False),
      "malformed manifest"),
-    ("artifact-not-a-dir", lambda t, a: ["parity", "--artifact", str(t / "nowhere")], "not an artifact directory"),
+    ("artifact-not-a-dir", lambda t, a: ["parity", "--artifact", str(t / "nowhere")], "nowhere: no such folder (expected an artifact directory"),
     ("artifact-wrong-kind", lambda t, a: ["caption", str(png(t / "p.png")), "--artifact", str(a["soundnet"])],
      "not a captioner"),
     # word maps and checkpoints

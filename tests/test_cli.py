@@ -114,7 +114,7 @@ def test_embed_and_refocus(exported: dict[str, Path], image: Path, tmp_path: Pat
 @pytest.mark.parametrize("args, message", [
     (("caption", "{missing}", "--artifact", "{cap}"), "image not found"),
     (("caption", "{bad}", "--artifact", "{cap}"), "not an image PIL can read"),
-    (("caption", "{img}", "--artifact", "{nowhere}"), "not an artifact directory"),
+    (("caption", "{img}", "--artifact", "{nowhere}"), "no such folder (expected an artifact directory"),
     (("caption", "{img}", "--artifact", "{snd}"), "not a captioner"),
     (("export", "nosuchmodel"), "unknown model 'nosuchmodel'; valid: captioner"),
     (("export", "captioner", "--format", "tflite"), "unknown format 'tflite'; valid: "),

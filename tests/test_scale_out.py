@@ -92,6 +92,11 @@ def test_expand_images_dirs_lists_and_errors(tmp_path: Path) -> None:
     (tmp_path / "e.txt").write_text("# nothing\n\n")
     with pytest.raises(InputError, match="image list is empty"):
         expand_images([tmp_path / "e.txt"])
+    # a missing top-level input is a usage error; a missing file named by a list is the reader's
+    with pytest.raises(InputError, match=r"photos: image not found \(no such file or folder"):
+        expand_images([tmp_path / "photos"])
+    lst.write_text("gone.png\n")
+    assert expand_images([lst]) == [str(tmp_path / "b" / "gone.png")]
 
 
 def test_in_order_releases_contiguous_records_once() -> None:
@@ -181,7 +186,8 @@ def test_shipped_artifact_unpacks_once_per_node_and_refuses_traversal(artifact: 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     blob, digest = pack_artifact(artifact), manifest_digest(artifact)
     first = unpack_artifact(blob, digest)
-    assert first == tmp_path / "mmedge-ray-artifacts" / digest
+    cache = tmp_path / f"mmedge-ray-artifacts-{os.getuid()}"  # private to this user (0700)
+    assert first == cache / digest
     assert unpack_artifact(b"not even a tar", digest) == first  # the node's copy is reused, blob unread
     assert load(first).manifest.model == "captioner"  # every file's sha256 checked
     evil = io.BytesIO()
@@ -192,7 +198,7 @@ def test_shipped_artifact_unpacks_once_per_node_and_refuses_traversal(artifact: 
     with pytest.raises(InputError, match="refusing member '../pwned'"):
         unpack_artifact(evil.getvalue(), "other")
     assert not (tmp_path / "pwned").exists()
-    assert [p.name for p in (tmp_path / "mmedge-ray-artifacts").iterdir()] == [digest]  # no leftovers
+    assert [p.name for p in cache.iterdir()] == [digest]  # no leftovers
 
 
 def test_ray_argv_optional_address() -> None:

@@ -105,7 +105,26 @@ def test_int64_prev_word_is_a_note_for_tensorrt_8_5_only(fp32: dict[str, Path]) 
 def test_export_with_target_tensorrt(work: Path) -> None:
     req = registry.ExportRequest("voice-encoder", ["onnx"], "fp32", "tiny", out=work / "target",
                                  options={"target": "tensorrt"})
-    assert registry.export(req)[0].is_dir()
+    logged: list[str] = []
+    assert registry.export(req, log=logged.append)[0].is_dir()
+    assert "--target tensorrt: 1 graph checked, compatible" in logged
+
+
+def test_int8_export_with_target_tensorrt_is_in_tensorrt_layout(work: Path, cache: Path) -> None:
+    """ONNX Runtime's x86 int8 (uint8 activations) would not build on TensorRT 8.5: --target
+    tensorrt makes the int8 export use TensorRT's symmetric int8 Q/DQ layout, and checks it."""
+    req = registry.ExportRequest("soundnet", ["onnx"], "int8", "tiny", out=work / "target-int8",
+                                 calib=CalibSource(size=4), quant=QuantConfig(cache_dir=cache),
+                                 options={"target": "tensorrt"})
+    logged: list[str] = []
+    (art,) = registry.export(req, log=logged.append)
+    m = read_manifest(art)
+    assert m.precision == "int8" and trtcal.is_tensorrt_int8(m)
+    assert all(check(art / g.file) == [] for g in m.graphs)
+    assert "--target tensorrt: 1 graph checked, compatible" in logged
+    with pytest.raises(ExportError, match="use it with --format onnx only"):
+        registry.export(registry.ExportRequest("soundnet", ["openvino"], "fp32", "tiny", out=work / "x",
+                                               options={"target": "tensorrt"}))
 
 
 def _model(nodes: list, inputs: list, outputs: list, inits: list = (), opset: int = 17,
