@@ -56,6 +56,7 @@ def clean_stale(dest: Path) -> None:
             continue  # not a lock file we can use: leave it alone
         try:
             shutil.rmtree(p, ignore_errors=True)
+            p.with_name(p.name + ".pid").unlink(missing_ok=True)
         finally:
             lock.release()
     for lock_path in dest.parent.glob(pattern + ".lock"):  # a lock whose temp dir is gone

@@ -7,9 +7,10 @@
   must be on storage every node sees (NFS, a shared volume, the same local
   disk on one machine). With `ship_artifact` the driver packs the artifact
   once and puts it in Ray's object store; the first actor on a node unpacks
-  it into <tmp>/mmedge-ray-artifacts/<manifest digest>, later ones reuse that:
-  sent once per actor at most (nodes cache objects), never per shard. Caption
-  inputs are image paths and need shared storage too.
+  it into <tmp>/mmedge-ray-artifacts-<uid>/<manifest digest> (a folder only
+  this user can change), later ones reuse that after verifying it against the
+  shipped digest: sent once per actor at most (nodes cache objects), never per
+  shard. Caption inputs are image paths and need shared storage too.
 - Failures: the driver keeps two shards in flight per actor. When an actor's
   process dies (killed, out of memory, its node lost), its shards go back to
   the front of the queue and a fresh actor takes its place; a shard is tried
@@ -20,9 +21,11 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections import deque
@@ -30,8 +33,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from mmedge.errors import InputError, MissingDependencyError, MmedgeError
+from mmedge.errors import ArtifactError, InputError, MissingDependencyError, MmedgeError, plural
+from mmedge.runtime.manifest import MANIFEST, sha256_file
 from mmedge.scale.driver import EXECUTORS, Job, Records, Shard, manifest_digest, run_shard
+from mmedge.scale.results import digest as json_digest
 
 IN_FLIGHT = 2  # shards queued per actor, so it never idles waiting for the driver
 READY_TIMEOUT_S = 300.0
@@ -45,27 +50,114 @@ def require_ray() -> Any:
     return ray
 
 
+CACHE = "mmedge-ray-artifacts"  # <tmp>/mmedge-ray-artifacts-<uid>/<manifest digest>
+
+
+def _listed_files(root: Path, data: Any) -> list[str]:
+    """The files a manifest lists (relative paths inside the artifact), or one line why not."""
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ArtifactError(f"{root / MANIFEST}: malformed manifest (no table of files and their sha256)")
+    for rel in files:
+        parts = Path(rel).parts
+        if not rel or Path(rel).is_absolute() or ".." in parts or rel == MANIFEST:
+            raise ArtifactError(f"{root / MANIFEST}: lists {rel!r}, which is not a file inside the artifact")
+    return sorted(files)
+
+
 def pack_artifact(root: Path) -> bytes:
-    """The artifact folder as an uncompressed tar (model files barely compress)."""
+    """The artifact's manifest and the files it lists, as an uncompressed tar (model files barely compress)."""
+    root = Path(root)
+    try:
+        data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{root}: not an mmedge artifact (cannot read {MANIFEST}: {e})") from None
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for f in sorted(root.rglob("*")):
-            if f.is_file():
-                tar.add(f, arcname=str(f.relative_to(root)))
+        for rel in [MANIFEST, *_listed_files(root, data)]:
+            f = root / rel
+            if f.is_symlink() or not f.is_file():
+                raise ArtifactError(f"{f}: missing or not a regular file (listed in {MANIFEST})")
+            tar.add(f, arcname=rel)
     return buf.getvalue()
 
 
-def unpack_artifact(blob: bytes, digest: str) -> Path:
-    """Unpack once per node into <tmp>/mmedge-ray-artifacts/<manifest digest>; later actors reuse it.
+def verify_unpacked(folder: Path, digest: str) -> str | None:
+    """None when `folder` holds exactly the artifact whose manifest digest is `digest`, else why not.
 
-    Written to a temporary folder and renamed, so a concurrent actor never sees half an
-    artifact; `load()` then checks every file's sha256 against the manifest.
+    The manifest must hash to `digest` (what the driver shipped), every file it lists must
+    hash as listed, and nothing else may be there: no links, no extra files.
     """
-    root = Path(tempfile.gettempdir()) / "mmedge-ray-artifacts"
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return "not a folder"
+    except FileNotFoundError:
+        return "missing"
+    found: set[str] = set()
+    for top, dirs, files in os.walk(folder):  # does not follow links
+        for name in dirs + files:
+            p = Path(top, name)
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                return f"{p.relative_to(folder)} is not a regular file"
+            if stat.S_ISREG(mode):
+                found.add(p.relative_to(folder).as_posix())
+    if MANIFEST not in found:
+        return f"no {MANIFEST}"
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"unreadable {MANIFEST} ({e})"
+    if json_digest(data) != digest:
+        return f"{MANIFEST} is not the shipped one"
+    try:
+        listed = _listed_files(folder, data)
+    except ArtifactError as e:
+        return str(e)
+    extra = sorted(found - set(listed) - {MANIFEST})
+    if extra:
+        return f"{extra[0]} is not listed in {MANIFEST}"
+    for rel in listed:
+        if rel not in found:
+            return f"{rel} is missing"
+        if sha256_file(folder / rel) != data["files"][rel]:
+            return f"{rel}: sha256 does not match {MANIFEST}"
+    return None
+
+
+def _discard(path: Path) -> None:
+    """Remove a bad cached copy (a link, a file, a folder) without following links."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+            return
+    except FileNotFoundError:
+        return
+    trash = Path(tempfile.mkdtemp(prefix=".discard-", dir=path.parent))
+    try:
+        os.rename(path, trash / "x")
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def unpack_artifact(blob: bytes, digest: str) -> Path:
+    """Unpack once per node into <tmp>/mmedge-ray-artifacts-<uid>/<manifest digest>; later actors reuse it.
+
+    The cache folder is private to this user (`private_dir`: 0700, owner checked, not a link;
+    anything else is refused). A cached copy is used only if it verifies against the shipped
+    digest (`verify_unpacked`: the manifest's digest, every file's sha256, nothing else there);
+    otherwise the blob is unpacked into a fresh temporary folder, verified the same way, and
+    renamed into place (replacing a bad copy), so a concurrent actor never sees half an artifact.
+    """
+    from mmedge.atomic import private_dir
+
+    if not digest or digest.startswith(".") or any(c in digest for c in "/\\\0"):
+        raise InputError(f"shipped artifact: invalid manifest digest {digest!r}")
+    root = private_dir(CACHE)
     dest = root / digest
-    if (dest / "manifest.json").is_file():
+    if verify_unpacked(dest, digest) is None:
         return dest
-    root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=root))
     try:
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
@@ -73,14 +165,23 @@ def unpack_artifact(blob: bytes, digest: str) -> Path:
                 if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
                     raise InputError(f"shipped artifact: refusing member {m.name!r}")
             tar.extractall(tmp)
+        why = verify_unpacked(tmp, digest)
+        if why is not None:
+            raise ArtifactError(f"shipped artifact does not match the driver's manifest digest "
+                                f"{digest[:12]}: {why}; was the artifact re-exported during the run?")
+        for _ in range(3):
+            try:
+                os.rename(tmp, dest)
+                return dest
+            except OSError:
+                if verify_unpacked(dest, digest) is None:  # another actor on this node unpacked it first
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return dest
+                _discard(dest)  # a bad copy (changed, truncated): replaced by the verified one
+        raise ArtifactError(f"{dest}: cannot replace the cached copy of the shipped artifact")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    try:
-        os.rename(tmp, dest)
-    except OSError:  # another actor on this node unpacked it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 class MmedgeWorker:
@@ -167,7 +268,7 @@ class RayExecutor:
             if error is not None:
                 raise MmedgeError(f"Ray worker ({where}) could not load the artifact: {error}")
             slot.where = where
-        self.log(f"ray: {self.workers} workers ready ({', '.join(s.where for s in self.slots)})")
+        self.log(f"ray: {plural(self.workers, 'worker')} ready ({', '.join(s.where for s in self.slots)})")
 
     def map(self, shards: Sequence[Shard]) -> Iterator[tuple[Shard, Records]]:
         ray = self.ray

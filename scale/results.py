@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmedge.atomic import write_atomic
+from mmedge.atomic import FileLock, write_atomic
 from mmedge.errors import InputError
 
 
@@ -46,21 +46,38 @@ def sidecar(out: Path) -> Path:
     return out.with_name(out.name + ".job.json")
 
 
+def lock_path(out: Path) -> Path:
+    """`<out>.lock`: held by the run writing `out` from `open()` to `close()`, removed after."""
+    return out.with_name(out.name + ".lock")
+
+
 class ResultFile:
     """`open()` returns the records already written (resume) and writes nothing; the first
     `append()` writes the sidecar (and cuts a partial last line, or empties the file for
-    --overwrite), so a run that fails before its first result leaves the files as they were."""
+    --overwrite), so a run that fails before its first result leaves the files as they were.
+    From `open()` to `close()` the run holds `<out>.lock`: a second run with the same `--out`
+    is one line (`is in use by another mmedge run`), never a second writer."""
 
     def __init__(self, path: Path, header: JobHeader, inputs: Sequence[Any], key: str) -> None:
         self.path, self.header, self.inputs, self.key = Path(path), header, inputs, key
         self._fh: Any = None
         self._cut: int | None = None  # truncate the file to this size before the first append
+        self._lock: FileLock | None = None
 
     def open(self, overwrite: bool = False) -> dict[int, dict[str, Any]]:
         if self.path.is_dir():
             raise InputError(f"{self.path}: is a directory; --out expects a .jsonl file path")
         if not self.path.parent.is_dir():
             raise InputError(f"{self.path}: folder {self.path.parent} does not exist")
+        if self._lock is None:
+            self._lock = FileLock(lock_path(self.path), what=self.path).acquire()
+        try:
+            return self._open(overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, overwrite: bool) -> dict[int, dict[str, Any]]:
         if overwrite:
             self._cut = 0
             return {}
@@ -122,9 +139,14 @@ class ResultFile:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        try:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
 
 class InOrder:
