@@ -187,15 +187,17 @@ def unpack_artifact(blob: bytes, digest: str) -> Path:
 class MmedgeWorker:
     """A Ray actor (`ray.remote(MmedgeWorker)`): loads the pipeline once, then runs shards.
 
-    Errors are returned as strings, not raised: mmedge's exceptions carry
-    constructor arguments that do not survive Ray's pickling, and the driver
-    turns them back into one-line errors.
+    Errors are returned, not raised (a raised one would come back wrapped in Ray's
+    RayTaskError): mmedge's own exceptions travel as themselves (they pickle, errors.py),
+    so the driver re-raises the worker's class and exit code; anything else becomes a
+    one-line message.
     """
 
     def __init__(self, job: Job, blob: bytes | None, digest: str = "") -> None:
         import socket
 
-        self.job, self.pipe, self.error = job, None, None
+        self.job, self.pipe = job, None
+        self.error: MmedgeError | str | None = None
         self.where = f"pid {os.getpid()} on {socket.gethostname()}"
         try:
             if blob is None and not Path(job.artifact).is_dir():
@@ -203,11 +205,11 @@ class MmedgeWorker:
                                  f"storage every node sees, or pass --ship-artifact")
             self.pipe = job.load(unpack_artifact(blob, digest) if blob is not None else None)
         except MmedgeError as e:
-            self.error = str(e)
+            self.error = e
         except Exception as e:  # noqa: BLE001 - reported to the driver as one line
             self.error = f"{type(e).__name__}: {e}"
 
-    def ready(self) -> tuple[str, str | None]:
+    def ready(self) -> tuple[str, MmedgeError | str | None]:
         return self.where, self.error
 
     def run(self, shard: Shard) -> tuple[str, Any]:
@@ -216,7 +218,8 @@ class MmedgeWorker:
         try:
             return "ok", run_shard(self.job, self.pipe, shard)
         except MmedgeError as e:
-            return "error", f"{shard.describe()}: {e}"
+            e.args = (f"{shard.describe()}: {e}",)
+            return "error", e
 
 
 @dataclass
@@ -265,6 +268,9 @@ class RayExecutor:
             raise MmedgeError(f"a Ray worker died while starting ({type(e).__name__}: {first[:300]}); install "
                               f"mmedge with its backend extra on every node") from None
         for slot, (where, error) in zip(self.slots, started):
+            if isinstance(error, MmedgeError):  # the worker's class and exit code, with where it happened
+                error.args = (f"Ray worker ({where}) could not load the artifact: {error}",)
+                raise error
             if error is not None:
                 raise MmedgeError(f"Ray worker ({where}) could not load the artifact: {error}")
             slot.where = where
@@ -307,7 +313,7 @@ class RayExecutor:
                 queue.appendleft((shard, attempt + 1))
                 continue
             if status == "error":
-                raise MmedgeError(str(value))
+                raise value if isinstance(value, MmedgeError) else MmedgeError(str(value))
             yield shard, value
 
     def _replace(self, idx: int, gen: int, cause: Exception) -> None:

@@ -340,9 +340,11 @@ def test_planted_private_cache_is_refused_with_one_line(tmpdir_private: Path, sh
     with pytest.raises(InputError) as e:
         unpack_artifact(blob, digest)
     assert str(e.value) == line and e.value.exit_code == 2
-    # the Ray actor reports it as its one line (the driver adds "Ray worker (...) could not load the artifact")
+    # the Ray actor returns the error itself, class and exit code intact (the driver adds "Ray worker (...)
+    # could not load the artifact")
     worker = MmedgeWorker(Job("caption", str(art)), blob, digest)
-    assert worker.ready()[1] == line and worker.pipe is None
+    reported = worker.ready()[1]
+    assert isinstance(reported, InputError) and str(reported) == line and worker.pipe is None
     assert worker.run(None)[0] == "error"  # type: ignore[arg-type]
 
 
