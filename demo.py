@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,9 +200,14 @@ def _build_group(out: Path, model: str, config: str, precision: str, fmts: list[
 _worker_queue: Any = None
 
 
-def _worker_init(queue: Any) -> None:
+def _worker_init(queue: Any, threads: int) -> None:
+    """A build worker: log lines go to `queue`; torch uses this worker's share of the CPUs (set before
+    torch is imported), so that parallel workers do not oversubscribe the cores."""
+    import os
+
     global _worker_queue
     _worker_queue = queue
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _worker_build(args: tuple[Any, ...]) -> dict[str, Any]:
@@ -211,13 +217,16 @@ def _worker_build(args: tuple[Any, ...]) -> dict[str, Any]:
 def default_jobs() -> int:
     """Build processes: one per CPU this process may use, at most 4 (the groups are mostly one-threaded
     Python: tracing, NNCF's graph passes)."""
+    return max(1, min(4, _cpus()))
+
+
+def _cpus() -> int:
     import os
 
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
+        return os.cpu_count() or 1
 
 
 def _build_all(out: Path, groups: list[tuple[str, str, str]], fmts: list[str], jobs: int,
@@ -237,10 +246,12 @@ def _build_all(out: Path, groups: list[tuple[str, str, str]], fmts: list[str], j
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     done: dict[int, dict[str, Any]] = {}
-    # the slowest groups first (int8 before fp32, the captioner first), so that no long one starts last
-    order = sorted(range(len(groups)), key=lambda i: (groups[i][2] != "int8", i))
-    with ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(q,)) as pool:
+    # the slowest groups first, so that no long one starts last: the captioner (both precisions), then
+    # the other models' int8 builds (calibration, NNCF), then their fp32 ones
+    order = sorted(range(len(groups)), key=lambda i: (groups[i][0] != "captioner", groups[i][2] != "int8", i))
+    workers = min(jobs, len(groups))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(q, max(1, _cpus() // workers))) as pool:
         futures = {pool.submit(_worker_build, (out, *groups[i], fmts)): i for i in order}
         pending = set(futures)
         while pending:
@@ -381,7 +392,7 @@ def print_section(res: DemoResult, section: str, console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 120)  # a log or pipe: wide enough rows
     if section == "artifacts":
         t = Table(title="artifacts (parity vs the PyTorch reference)")
         for col in ("artifact", "parity", "max rel error", "size MB", "export s", "parity s"):
@@ -446,6 +457,6 @@ def print_demo(res: DemoResult) -> None:
     """Every part's table (what `show` prints part by part during the run)."""
     from rich.console import Console
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     for section in SECTIONS:
         print_section(res, section, console)

@@ -20,6 +20,10 @@ rows report how many of the 50 tokens agree (random weights make near-ties,
 so reduced precision may pick another word; their accuracy is judged by the
 demo captioner's BLEU-4, `--bleu`). Table on stdout, progress on stderr.
 
+The artifacts (~800 MB) go to a temporary folder, removed at the end, on Ctrl-C and
+on SIGTERM/SIGHUP; a run killed with SIGKILL leaves it, and the next run removes it
+(`<tmp>/openvino_latency_<pid>_*` whose process is gone). `--keep DIR` keeps them.
+
     python benchmarks/openvino_latency.py --repeat 5 [--threads T] [--calib-size 16] [--json out.json]
                                           [--check] [--bleu]
 """
@@ -28,11 +32,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
+import signal
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import caption_latency as cl  # noqa: E402  (benchmarks/ is not a package)
@@ -294,10 +304,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+WORKDIR_PREFIX = "openvino_latency_"  # <tmp>/openvino_latency_<pid>_<random>: ~800 MB of artifacts per run
+_STALE = re.compile(rf"^{WORKDIR_PREFIX}(\d+)_")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_workdirs(tmp: Path | None = None) -> list[Path]:
+    """Delete the work folders of earlier runs that were killed (SIGKILL, a power cut): a folder is
+    stale when the process id in its name is not running any more. Only this user's folders, and
+    never one whose process still runs (a concurrent benchmark); returns what was removed."""
+    tmp = Path(tmp or tempfile.gettempdir())
+    removed = []
+    for d in tmp.glob(f"{WORKDIR_PREFIX}*"):
+        m = _STALE.match(d.name)
+        try:
+            mine = d.is_dir() and not d.is_symlink() and d.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if m and mine and not _alive(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+@contextmanager
+def workdir(keep: Path | None) -> Iterator[Path]:
+    """`--keep DIR`, else a temporary folder that is removed however the run ends: normally, on an
+    exception, on Ctrl-C (SIGINT) and on SIGTERM/SIGHUP (turned into SystemExit so that the folder's
+    cleanup runs); folders of runs killed with SIGKILL are removed by the next run."""
+    if keep:
+        with cl.workdir(keep, WORKDIR_PREFIX) as wd:
+            yield wd
+        return
+    for d in remove_stale_workdirs():
+        log(f"removed {d}, left by a killed earlier run")
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}_") as tmp:
+            yield Path(tmp)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        with cl.workdir(args.keep, "openvino_latency_") as wd:
+        with workdir(args.keep) as wd:
             res = run(args, wd)
     except cl.TokenMismatch as e:
         print(f"openvino_latency: FAILED: an fp32 pipeline's tokens differ from eager: {e}", file=sys.stderr)

@@ -232,7 +232,7 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return bg
 
 
-def _draw(draw: ImageDraw.ImageDraw, o: ShapeObject, fill: tuple[int, int, int]) -> None:
+def _draw(draw: ImageDraw.ImageDraw, o: ShapeObject, fill: tuple[int, int, int] | int) -> None:
     x, y, r = o.x, o.y, o.radius
     if o.shape == "circle":
         r = r * 0.9
@@ -243,6 +243,14 @@ def _draw(draw: ImageDraw.ImageDraw, o: ShapeObject, fill: tuple[int, int, int])
     else:  # upward equilateral triangle with circumradius r, centroid at (x, y)
         pts = [(x, y - r), (x - r * 0.866, y + r * 0.5), (x + r * 0.866, y + r * 0.5)]
         draw.polygon(pts, fill=fill)
+
+
+def object_mask(o: ShapeObject, size: int = SIZE) -> np.ndarray:
+    """[size, size] bool: the pixels `_render` paints with object `o` (same rasteriser, same geometry),
+    so anything drawn from it (the depth maps of `depth_scenes`) has the photo's exact object edges."""
+    canvas = Image.new("L", (size, size), 0)
+    _draw(ImageDraw.Draw(canvas), o, 255)
+    return np.asarray(canvas) > 0
 
 
 _NOISE_BANK = 4 * SIZE * SIZE * 3

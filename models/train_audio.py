@@ -2,6 +2,7 @@
 
     python -m mmedge.models.train soundnet [--epochs N] [--batch-size B] [--lr LR] [--threads T]
                                            [--out WEIGHTS.pt] [--checkpoint CKPT] [--resume] [--seed S]
+                                           [--replace-shipped]
     python -m mmedge.models.train voice-encoder ...
 
 Cross-entropy on the class head (`objects` for SoundNet, `logits` for the voice
@@ -17,7 +18,8 @@ After every epoch a checkpoint (model, optimizer, best state so far) is written
 atomically, and whenever the validation accuracy improves the weights file is
 rewritten atomically with that model's `state_dict()` only (plain tensors,
 `torch.load(..., weights_only=True)` loads it). `--resume` continues from the
-checkpoint.
+checkpoint. Both go to ./mmedge-train/ by default; the shipped weights in
+models/weights/ are written only with --replace-shipped (models/train.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from mmedge.models.checkpoint import save_checkpoint
 from mmedge.data import sounds
 from mmedge.models import zoo
+from mmedge.models.train import add_output_args, installed_hint, output_paths
 
 CONFIG = "demo"
 MODELS = ("soundnet", "voice-encoder")
@@ -63,10 +65,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (Adam)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--out", type=Path, default=None,
-                   help="weights file to write (default: the shipped models/weights/<name>-demo.pt)")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="resumable checkpoint (default: <tmp>/mmedge-train/<name>-demo.ckpt)")
+    add_output_args(p)  # --out, --checkpoint, --replace-shipped (models/train.py)
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crop-seconds", type=float, default=1.0, help="training crop length")
@@ -114,8 +113,7 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(args.threads)
     spec = zoo.get(name)
     cfg = spec.config(CONFIG)
-    out = args.out or zoo.WEIGHTS_DIR / spec.weights[CONFIG]
-    ckpt_path = args.checkpoint or Path(tempfile.gettempdir()) / "mmedge-train" / f"{name}-{CONFIG}.ckpt"
+    out, ckpt_path = output_paths(args, name, CONFIG)  # never the shipped weights without --replace-shipped
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
 
     sr, crop = cfg.sample_rate, int(round(args.crop_seconds * cfg.sample_rate))
@@ -196,6 +194,7 @@ def main(argv: list[str]) -> None:
         save_checkpoint(best_state, out)
     log(f"best val acc {best_acc:.3f}; weights {out} ({out.stat().st_size / 1e6:.2f} MB); "
         f"checkpoint {ckpt_path}; {time.time() - t0:.0f} s")
+    log(installed_hint(out, name, CONFIG))
 
 
 if __name__ == "__main__":

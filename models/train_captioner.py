@@ -1,7 +1,7 @@
 """Train the demo captioner on the synthetic shapes scenes.
 
     python -m mmedge.models.train captioner [--epochs N] [--batch-size B] [--lr LR] [--threads T]
-                                            [--out PATH] [--resume CKPT] [--seed S] ...
+                                            [--out PATH] [--resume CKPT] [--seed S] [--replace-shipped] ...
 
 The recipe of sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning's `train.py`:
 teacher forcing through `DecoderWithAttention.forward`, cross-entropy on the
@@ -17,8 +17,9 @@ references (sampled afresh every epoch).
 Every epoch a resumable checkpoint (model, optimizer, epoch, best weights) is
 written atomically to `--checkpoint`; `--resume` continues from one. At the end
 only the best model's `state_dict()` (plain float32 tensors, loadable with
-`torch.load(weights_only=True)`) is written atomically to `--out`, by default the
-shipped `models/weights/captioner-demo.pt`.
+`torch.load(weights_only=True)`) is written atomically to `--out`, by default
+`./mmedge-train/captioner-demo.pt`; the shipped `models/weights/captioner-demo.pt`
+is written only with `--replace-shipped` (models/train.py).
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from mmedge.models.checkpoint import save_checkpoint
+from mmedge.models.train import add_output_args, installed_hint, output_paths
 from mmedge.atomic import atomic_path
 from mmedge.calibration.eval_caption import TorchCaptioner, caption_scores
 from mmedge.data import shapes
 from mmedge.models import zoo
 from mmedge.models.captioner import CONFIGS, CaptionModel
 
-DEFAULT_OUT = zoo.WEIGHTS_DIR / "captioner-demo.pt"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -67,9 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--val-beam", type=int, default=3, help="beam size of the per-epoch validation BLEU")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the final state_dict goes")
-    p.add_argument("--checkpoint", type=Path, default=Path("captioner-demo.ckpt"),
-                   help="resumable checkpoint written after every epoch")
+    add_output_args(p)  # --out, --checkpoint, --replace-shipped (models/train.py)
     p.add_argument("--resume", type=Path, default=None, help="continue from this checkpoint")
     p.add_argument("--cache", type=Path, default=None,
                    help="directory to keep the rendered training images in (rendered once, reused)")
@@ -231,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "captioner":
         argv = argv[1:]
     args = parse_args(argv)
+    args.out, args.checkpoint = output_paths(args, "captioner", args.config)  # shipped: --replace-shipped only
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = CONFIGS[args.config]
@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     save_checkpoint(best_state, args.out)
     size = args.out.stat().st_size
     log(f"wrote {args.out} ({size / 1e6:.2f} MB, best val BLEU-4 {best:.4f}) in {time.time() - t_start:.0f} s")
+    log(installed_hint(args.out, "captioner", args.config))
 
 
 if __name__ == "__main__":
