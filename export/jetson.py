@@ -43,6 +43,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -50,7 +51,8 @@ from typing import Any, Callable
 from mmedge.atomic import atomic_path
 from mmedge.errors import ArtifactError, CheckFailedError, ExportError, InputError, require
 from mmedge.export.package import PackageRequest, register_packager
-from mmedge.runtime.manifest import MANIFEST, Manifest, read_manifest
+from mmedge.runtime.manifest import MANIFEST, Manifest, load_test_vectors, read_manifest, sha256_file
+from mmedge.runtime.schema import MAX_JSON_BYTES, load_schema, parse_json, path_problem, validate
 
 BUNDLE_DIR = "mmedge-jetson"
 BUNDLE_MANIFEST = "bundle.json"
@@ -58,6 +60,7 @@ SCRIPT = "build_engines.sh"
 BUNDLE_FORMAT = "mmedge-jetson-bundle"
 BUNDLE_FORMAT_VERSION = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-/:,]+$")
+JETSON_SCHEMA = load_schema("jetson-bundle.schema.json")
 _FIXED_MTIME = 1577836800  # 2020-01-01: reproducible archives (SOURCE_DATE_EPOCH overrides)
 
 
@@ -141,7 +144,7 @@ def package_jetson(req: PackageRequest) -> Path:
         (root / SCRIPT).write_text(build_script(summary["graphs_lines"]), encoding="utf-8")
         os.chmod(root / SCRIPT, 0o755)
         (root / "README.md").write_text(bundle_readme(summary["groups"]), encoding="utf-8")
-        files = {p.relative_to(root).as_posix(): _sha256(p.read_bytes())
+        files = {p.relative_to(root).as_posix(): sha256_file(p)
                  for p in sorted(root.rglob("*")) if p.is_file()}
         doc = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "groups": summary["groups"],
                "tensorrt": {"tested_flags_for": ["8.5", "8.6", "10.x", "11.x"], "script": SCRIPT},
@@ -191,6 +194,7 @@ def _stage(root: Path, groups: list[_Group], options: dict[str, Any], log: Calla
                 if problems:
                     raise ExportError(f"{rel}/{ge.file}: not compatible with TensorRT: " + "; ".join(problems[:5]))
                 notes += [f"{ge.file}: {f}" for f in found if f.severity == "note"]
+        load_test_vectors(g.fp32, m)  # checked against the graphs first: no pickles, no bombs
         examples = example_shapes_from_vectors(g.fp32 / m.extra.get("test_vectors", "test_vectors.npz"))
         graphs = {}
         for ge in m.graphs:
@@ -235,63 +239,152 @@ def _write_tar_atomic(root: Path, out: Path) -> None:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
             else:
-                data = p.read_bytes()
-                info.size, info.mode = len(data), 0o755 if os.access(p, os.X_OK) else 0o644
-                tar.addfile(info, io.BytesIO(data))
+                info.size, info.mode = p.stat().st_size, 0o755 if os.access(p, os.X_OK) else 0o644
+                with open(p, "rb") as data:  # streamed: a bundle never sits in memory
+                    tar.addfile(info, data)
 
 
 # ------------------------------------------------------------------ verify
-def _json_object(path: Path, name: str, data: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path}: {name} is not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise ArtifactError(f"{path}: {name} is not a JSON object")
+MAX_MEMBERS = 100_000
+MAX_RATIO = 100  # unpacked bytes per archive byte (+ 64 MiB); honest bundles: ~1-3 (ONNX weights)
+MAX_UNPACKED = 16 << 30
+_CHUNK = 1 << 20
+
+
+def _member_rel(path: Path, member: tarfile.TarInfo) -> str:
+    """The member's path below mmedge-jetson/ ("" for the folder itself): by path components, so
+    `mmedge-jetson.sh` or `mmedge-jetsonX/...` are outside the folder."""
+    name = member.name
+    body = name[:-1] if name.endswith("/") and member.isdir() else name
+    parts = body.split("/")
+    if path_problem(body) is not None or parts[0] != BUNDLE_DIR:
+        raise ArtifactError(f"{path}: unsafe member {name[:200]!r} (every member must be a relative path inside "
+                            f"{BUNDLE_DIR}/, without '..'); refusing the bundle")
+    return "/".join(parts[1:])
+
+
+def _members(path: Path, tar: tarfile.TarFile, budget: int) -> Any:
+    """(relative name, member) of every file, after checking names, types and the size budget."""
+    total, count, seen = 0, 0, set()
+    while True:
+        member = tar.next()
+        if member is None:
+            return
+        count += 1
+        if count > MAX_MEMBERS:
+            raise ArtifactError(f"{path}: more than {MAX_MEMBERS} members; refusing the bundle")
+        rel = _member_rel(path, member)
+        if member.isdir():
+            continue
+        if not member.isfile() or member.issparse() or not rel:
+            raise ArtifactError(f"{path}: member {member.name[:200]!r} is not a plain file or folder")
+        if rel in seen:
+            raise ArtifactError(f"{path}: member {member.name[:200]!r} appears twice")
+        seen.add(rel)
+        total += member.size
+        if total > budget:
+            raise ArtifactError(f"{path}: unpacks to more than {budget} bytes from a {path.stat().st_size}-byte "
+                                f"archive (a bomb?); refusing the bundle")
+        yield rel, member
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path, limit: int = MAX_JSON_BYTES) -> bytes:
+    if member.size > limit:
+        raise ArtifactError(f"{path}: {member.name[:200]}: {member.size} bytes, over the {limit >> 20} MiB limit "
+                            f"for a JSON descriptor")
+    f = tar.extractfile(member)
+    return f.read(limit + 1) if f else b""
+
+
+def _descriptor(path: Path, data: bytes) -> dict[str, Any]:
+    where = f"{path}: {BUNDLE_MANIFEST}"
+    doc = parse_json(data, str(path), ArtifactError, f"{BUNDLE_MANIFEST} is not valid JSON")
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+        raise ArtifactError(f"{path}: not a Jetson bundle this mmedge reads")
+    version = doc.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > BUNDLE_FORMAT_VERSION:
+        raise ArtifactError(f"{path}: not a Jetson bundle this mmedge reads (format_version {version} is newer "
+                            f"than {BUNDLE_FORMAT_VERSION}; upgrade mmedge)")
+    validate(doc, JETSON_SCHEMA, where, "bundle descriptor")
     return doc
 
 
 def verify_bundle(path: Path) -> Path:
-    """Re-check a bundle: every file's sha256 against bundle.json, every artifact's manifest."""
+    """Re-check a bundle: every file's sha256 against bundle.json, every artifact's manifest.
+
+    Nothing is extracted and nothing is held in memory but descriptors: a first pass reads the
+    member headers (names by path component inside mmedge-jetson/, plain files only, a total
+    bounded by the archive's size) and bundle.json (at most 16 MiB, validated against
+    schemas/jetson-bundle.schema.json); a second pass hashes every member in 1 MiB chunks."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: bundle not found")
+    budget = min(MAX_UNPACKED, MAX_RATIO * path.stat().st_size + (64 << 20))
     try:
         with tarfile.open(path, "r:gz") as tar:
-            contents: dict[str, bytes] = {}
-            for member in tar.getmembers():
-                name = member.name
-                if name.startswith("/") or ".." in Path(name).parts or not name.startswith(BUNDLE_DIR):
-                    raise ArtifactError(f"{path}: unsafe member {name!r}")
-                if member.isfile():
-                    f = tar.extractfile(member)
-                    contents[name[len(BUNDLE_DIR) + 1:]] = f.read() if f else b""
-                elif not member.isdir():
-                    raise ArtifactError(f"{path}: member {name!r} is not a plain file or folder")
-    except (tarfile.TarError, OSError, EOFError) as e:
+            sizes: dict[str, int] = {}
+            doc = None
+            for rel, member in _members(path, tar, budget):
+                sizes[rel] = member.size
+                if rel == BUNDLE_MANIFEST:
+                    doc = _descriptor(path, _read_member(tar, member, path))
+                tar.members = []  # headers only as they come: no list of every member in memory
+            if doc is None:
+                raise ArtifactError(f"{path}: no {BUNDLE_MANIFEST}; not a Jetson bundle")
+            listed: dict[str, str] = doc["files"]
+            missing = sorted(set(listed) - set(sizes))
+            extra = sorted(set(sizes) - set(listed) - {BUNDLE_MANIFEST})
+            if missing or extra:
+                what = f"{len(missing)} file(s) changed or missing (first: {missing[0]})" if missing else \
+                    f"unlisted file(s) {', '.join(extra[:3])}"
+                raise CheckFailedError(f"{path}: {what}; rebuild the bundle")
+            _check_layout(path, doc, sizes)
+        digests: dict[str, str] = {}
+        nested: dict[str, bytes] = {}
+        with tarfile.open(path, "r:gz") as tar:
+            for rel, member in _members(path, tar, budget):
+                if sizes.get(rel) != member.size:
+                    raise ArtifactError(f"{path}: changed while it was read")
+                f = tar.extractfile(member)
+                h = hashlib.sha256()
+                while f is not None:
+                    block = f.read(_CHUNK)
+                    if not block:
+                        break
+                    h.update(block)
+                    if rel.endswith("/" + MANIFEST) and len(nested.get(rel, b"")) <= MAX_JSON_BYTES:
+                        nested[rel] = nested.get(rel, b"") + block
+                digests[rel] = h.hexdigest()
+                tar.members = []
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise ArtifactError(f"{path}: not a readable .tar.gz ({e.__class__.__name__})") from None
-    if BUNDLE_MANIFEST not in contents:
-        raise ArtifactError(f"{path}: no {BUNDLE_MANIFEST}; not a Jetson bundle")
-    doc = _json_object(path, BUNDLE_MANIFEST, contents.pop(BUNDLE_MANIFEST))
-    version = doc.get("format_version", 0)
-    if doc.get("format") != BUNDLE_FORMAT or not isinstance(version, int) or version > BUNDLE_FORMAT_VERSION:
-        raise ArtifactError(f"{path}: not a Jetson bundle this mmedge reads")
-    listed = doc.get("files", {})
-    if not isinstance(listed, dict):
-        raise ArtifactError(f"{path}: {BUNDLE_MANIFEST} has no file list")
-    bad = [f for f, h in listed.items() if f not in contents or _sha256(contents[f]) != h]
-    extra = sorted(set(contents) - set(listed))
-    if bad or extra:
-        what = f"{len(bad)} file(s) changed or missing (first: {bad[0]})" if bad else \
-            f"unlisted file(s) {', '.join(extra[:3])}"
-        raise CheckFailedError(f"{path}: {what}; rebuild the bundle")
-    for rel in [r for r in contents if r.endswith("/" + MANIFEST)]:
+    bad = [f for f, h in sorted(listed.items()) if digests.get(f) != h]
+    if bad:
+        raise CheckFailedError(f"{path}: {len(bad)} file(s) changed or missing (first: {bad[0]}); rebuild the bundle")
+    for rel, data in sorted(nested.items()):
         base = rel[: -len(MANIFEST)]
-        files = _json_object(path, rel, contents[rel]).get("files", {})
-        for f, h in (files.items() if isinstance(files, dict) else ()):
-            if _sha256(contents.get(base + f, b"")) != h:
+        where = f"{path}: {BUNDLE_DIR}/{rel}"
+        m = Manifest.from_dict(parse_json(data, str(path), ArtifactError, f"{rel} is not valid JSON"), where)
+        for g in m.graphs:
+            if g.file not in m.files:
+                raise ArtifactError(f"{where}: graph file {g.file} is not listed")
+        for f, h in m.files.items():
+            if digests.get(base + f) != h:
                 raise CheckFailedError(f"{path}: {base}{f}: sha256 does not match {rel}")
     return path
+
+
+def _check_layout(path: Path, doc: dict[str, Any], members: dict[str, int]) -> None:
+    """Every folder and graph bundle.json names is in the archive."""
+    for g in doc["groups"]:
+        for key in ("fp32", "int8"):
+            if g.get(key) and f"{g[key]}/{MANIFEST}" not in members:
+                raise ArtifactError(f"{path}: {BUNDLE_MANIFEST} names {g[key]} ({g['name']}, {key}) but the bundle "
+                                    f"has no {g[key]}/{MANIFEST}")
+        for name, graph in g["graphs"].items():
+            if f"{g['fp32']}/{graph['onnx']}" not in members:
+                raise ArtifactError(f"{path}: {BUNDLE_MANIFEST}: graph {name!r} of {g['name']} names "
+                                    f"{g['fp32']}/{graph['onnx']}, which the bundle does not hold")
 
 
 # ------------------------------------------------------------------ the script and the README

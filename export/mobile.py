@@ -31,6 +31,7 @@ unlisted was added, then replays the Android test vectors through
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -49,7 +50,10 @@ from mmedge.atomic import atomic_path
 from mmedge.errors import ArtifactError, CheckFailedError, InputError, ParityError, require
 from mmedge.export.package import PackageRequest, register_packager
 from mmedge.runtime.decode import DEFAULT_MAX_LEN
-from mmedge.runtime.manifest import MANIFEST, GraphEntry, Manifest, TensorSpec, read_manifest, sha256_file
+from mmedge.runtime.manifest import (MANIFEST, GraphEntry, Manifest, artifact_file, load_npz, load_test_vectors,
+                                    read_manifest, sha256_file)
+from mmedge.runtime.schema import (MAX_JSON_BYTES, check_relpath, inside, load_schema, parse_json, path_problem,
+                                   read_json, validate)
 
 BUNDLE_FORMAT = "mmedge-mobile"
 BUNDLE_VERSION = 1
@@ -58,6 +62,8 @@ ORT_CONFIG = "required_operators_and_types.config"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 MAX_ENTRIES = 100_000
 MAX_UNPACKED = 16 << 30  # bytes; a bigger archive is refused before extraction
+BUNDLE_SCHEMA = load_schema("mobile-bundle.schema.json")  # the zip's manifest.json
+VECTORS_SCHEMA = load_schema("mobile-test-vectors.schema.json")  # <model>/test_vectors/index.json
 last_reports: list[Any] = []  # parity reports of the last --verify
 
 
@@ -88,10 +94,9 @@ def _artifacts(paths: list[Path]) -> dict[str, dict[str, tuple[Path, Manifest]]]
 
 def _vectors(root: Path, m: Manifest) -> dict[str, np.ndarray]:
     path = root / m.extra.get("test_vectors", "test_vectors.npz")
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         raise ArtifactError(f"{path}: missing; the artifact has no test vectors to ship")
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return load_test_vectors(root, m)  # checked against the graphs: no pickles, no bombs
 
 
 def _same_vectors(a_dir: Path, a: Manifest, b_dir: Path, b: Manifest) -> None:
@@ -212,13 +217,26 @@ def _write_vectors(dest: Path, vectors: dict[str, np.ndarray], m: Manifest,
 
 
 def read_vectors(root: Path, folder: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The arrays of a bundle's test_vectors folder: (test vectors, pixel-image vectors)."""
-    base = root / folder
-    index = json.loads((base / "index.json").read_text(encoding="utf-8"))
+    """The arrays of a bundle's test_vectors folder: (test vectors, pixel-image vectors).
+
+    `index.json` is validated against schemas/mobile-test-vectors.schema.json; every array file
+    is a path inside the folder (no link) whose size is exactly shape x dtype before it is read."""
+    where = f"{folder}/index.json"
+    index = read_json(inside(root, check_relpath(folder, "the bundle manifest", "test_vectors") + "/index.json",
+                             MANIFEST), "test vector index", ArtifactError, "is not valid JSON", follow_links=False)
+    validate(index, VECTORS_SCHEMA, where, "test vector index")
     plain: dict[str, np.ndarray] = {}
     image: dict[str, np.ndarray] = {}
     for key, d in index["arrays"].items():
-        arr = np.frombuffer((base / d["file"]).read_bytes(), dtype=np.dtype(d["dtype"]).newbyteorder("<"))
+        dtype = np.dtype(d["dtype"]).newbyteorder("<")
+        p = inside(root, f"{folder}/{d['file']}", where, "array file")
+        count = 1
+        for n in d["shape"]:
+            count *= n
+        if p.stat().st_size != count * dtype.itemsize:
+            raise ArtifactError(f"{where}: array {key!r} is {d['dtype']} {d['shape']} ({count * dtype.itemsize} "
+                                f"bytes) but {d['file']} holds {p.stat().st_size} bytes")
+        arr = np.frombuffer(p.read_bytes(), dtype=dtype)
         arr = arr.astype(np.dtype(d["dtype"]), copy=False).reshape(d["shape"])
         if key.startswith("image."):
             image[key[len("image."):]] = arr
@@ -332,8 +350,7 @@ def _stage(models: dict[str, dict[str, tuple[Path, Manifest]]], stage: Path, typ
             entry["decoding"] = f"{model}/decoding.json"
         image = None
         if "ios" in per and (per["ios"][0] / "image_vectors.npz").is_file():
-            with np.load(per["ios"][0] / "image_vectors.npz") as z:
-                image = {k: z[k] for k in z.files}
+            image = load_npz(artifact_file(per["ios"][0], "image_vectors.npz", "test vectors"))
         _write_vectors(d / "test_vectors", _vectors(*base), m, image, m.vocabulary,
                        {p: pm.precision for p, (_, pm) in per.items()})
         doc[model] = entry
@@ -415,11 +432,17 @@ def build(req: PackageRequest) -> Path:
 
 
 # ============================================================================ verifying
+MAX_RATIO = 100  # a whole zip: unpacked bytes per archive byte (+ 64 MiB); honest bundles: ~1-3
+MAX_MEMBER_RATIO = 200  # one member over 1 MiB: inflated / compressed (deflate's own limit is ~1032)
+
+
 def _safe_members(z: zipfile.ZipFile, where: Path) -> list[zipfile.ZipInfo]:
-    """Every entry checked before anything is written: no absolute path, no `..`, no links."""
+    """Every entry checked before anything is written: no absolute path, no `..`, no links, and
+    declared sizes that a zip of this size can honestly hold."""
     infos = z.infolist()
     if len(infos) > MAX_ENTRIES:
         raise InputError(f"{where}: {len(infos)} entries; refusing more than {MAX_ENTRIES}")
+    budget = min(MAX_UNPACKED, MAX_RATIO * where.stat().st_size + (64 << 20))
     total = 0
     seen: set[str] = set()
     for info in infos:
@@ -432,60 +455,106 @@ def _safe_members(z: zipfile.ZipFile, where: Path) -> list[zipfile.ZipInfo]:
         kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (plain file)
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise InputError(f"{where}: entry {name!r} is a link or special file; refusing to extract it")
+        if not info.is_dir() and path_problem(name) is not None:
+            raise InputError(f"{where}: entry {name[:200]!r} is not a plain relative path: {path_problem(name)}")
         key = PurePosixPath(*parts).as_posix().rstrip("/")
         if key in seen:
             raise InputError(f"{where}: entry {name!r} appears twice")
         seen.add(key)
+        if info.file_size > (1 << 20) and info.file_size > MAX_MEMBER_RATIO * max(info.compress_size, 1):
+            raise InputError(f"{where}: entry {name[:200]!r} would inflate from {info.compress_size} to "
+                             f"{info.file_size} bytes (more than {MAX_MEMBER_RATIO}x; a zip bomb?); refusing it")
         total += info.file_size
-        if total > MAX_UNPACKED:
-            raise InputError(f"{where}: unpacks to more than {MAX_UNPACKED >> 30} GiB; refusing to extract it")
+        if total > budget:
+            raise InputError(f"{where}: declares more than {budget} unpacked bytes for a "
+                             f"{where.stat().st_size}-byte zip (a zip bomb?); refusing to extract it")
     return infos
 
 
-def extract(bundle: Path, dest: Path) -> None:
+def _open_zip(bundle: Path) -> zipfile.ZipFile:
     try:
-        z = zipfile.ZipFile(bundle)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise InputError(f"{bundle}: not a zip file ({e})") from None
-    with z:
-        for info in _safe_members(z, bundle):
-            target = dest.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
+        return zipfile.ZipFile(bundle)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
+        raise InputError(f"{bundle}: not a zip file ({str(e).splitlines()[0][:120] if str(e) else e})") from None
+
+
+def _read_descriptor(z: zipfile.ZipFile, infos: list[zipfile.ZipInfo], bundle: Path) -> dict[str, Any]:
+    """The bundle's manifest.json, first and bounded, validated against schemas/mobile-bundle.schema.json."""
+    info = next((i for i in infos if i.filename == MANIFEST), None)
+    if info is None:
+        raise ArtifactError(f"{bundle}: no {MANIFEST}; not an mmedge mobile bundle")
+    where = f"{bundle}: {MANIFEST}"
+    if info.file_size > MAX_JSON_BYTES:
+        raise ArtifactError(f"{where}: {info.file_size} bytes, over the {MAX_JSON_BYTES >> 20} MiB limit")
+    try:
+        with z.open(info) as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise ArtifactError(f"{bundle}: {MANIFEST}: corrupt in the zip ({e})") from None
+    doc = parse_json(data, str(bundle), ArtifactError, f"{MANIFEST} is not valid JSON")
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+        raise ArtifactError(f"{bundle}: {MANIFEST} is not an mmedge mobile bundle manifest")
+    version = doc.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > BUNDLE_VERSION:
+        raise ArtifactError(f"{bundle}: bundle format_version {version} is newer than this mmedge reads "
+                            f"({BUNDLE_VERSION}); upgrade mmedge")
+    validate(doc, BUNDLE_SCHEMA, where, "bundle manifest")
+    return doc
+
+
+def extract(bundle: Path, dest: Path) -> dict[str, Any]:
+    """Check the zip's entries, read and validate its manifest, check the listing, then extract
+    the listed files (streamed, hashed as they are written). Returns the manifest."""
+    with _open_zip(bundle) as z:
+        infos = _safe_members(z, bundle)
+        doc = _read_descriptor(z, infos, bundle)
+        files: dict[str, str] = doc["files"]
+        present = {i.filename for i in infos if not i.is_dir()} - {MANIFEST}
+        for rel in sorted(files):
+            if rel not in present:
+                raise CheckFailedError(f"{bundle}: {rel}: missing (listed in {MANIFEST})")
+        extra = sorted(present - set(files))
+        if extra:
+            raise CheckFailedError(f"{bundle}: {extra[0]}: not listed in {MANIFEST} (file added after packaging)")
+        for info in infos:
+            if info.is_dir() or info.filename == MANIFEST:
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = dest.joinpath(*info.filename.split("/"))
+            h = hashlib.sha256()
             try:
-                with z.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC mismatch, truncation
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a file where an entry needs a folder
+                raise ArtifactError(f"{bundle}: {info.filename}: cannot extract it ({e.strerror})") from None
+            try:
+                with z.open(info) as src, open(target, "xb") as dst:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        h.update(block)
+                        dst.write(block)
+            except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:  # CRC mismatch, truncation
                 raise ArtifactError(f"{bundle}: {info.filename}: corrupt in the zip ({e})") from None
+            except (FileExistsError, IsADirectoryError, NotADirectoryError) as e:
+                raise ArtifactError(f"{bundle}: {info.filename}: cannot extract it ({e.strerror})") from None
+            if h.hexdigest() != files[info.filename]:
+                raise CheckFailedError(f"{bundle}: {info.filename}: sha256 does not match {MANIFEST} (file changed "
+                                       f"or truncated)")
+    return doc
 
 
 def check_files(root: Path, bundle: Path) -> dict[str, Any]:
-    """The bundle manifest: sha256 of every file, and no unlisted file."""
+    """An extracted bundle's manifest: sha256 of every file, and no unlisted file."""
     path = root / MANIFEST
     if not path.is_file():
         raise ArtifactError(f"{bundle}: no {MANIFEST}; not an mmedge mobile bundle")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{bundle}: {MANIFEST} is not valid JSON ({e})") from None
+    doc = read_json(path, "bundle manifest", ArtifactError, "is not valid JSON", follow_links=False)
     if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
         raise ArtifactError(f"{bundle}: {MANIFEST} is not an mmedge mobile bundle manifest")
-    if not isinstance(doc.get("format_version"), int) or doc["format_version"] > BUNDLE_VERSION:
-        raise ArtifactError(f"{bundle}: bundle format_version {doc.get('format_version')!r} is newer than this "
-                            f"mmedge reads ({BUNDLE_VERSION}); upgrade mmedge")
-    files = doc.get("files")
-    if not isinstance(files, dict):
-        raise ArtifactError(f"{bundle}: {MANIFEST} has no file list")
-    if not isinstance(doc.get("models"), dict) or not all(isinstance(e, dict) for e in doc["models"].values()):
-        raise ArtifactError(f"{bundle}: {MANIFEST} has no models")
-    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {MANIFEST}
+    validate(doc, BUNDLE_SCHEMA, f"{bundle}: {MANIFEST}", "bundle manifest")
+    files = doc["files"]
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()} - {MANIFEST}
     for rel, digest in sorted(files.items()):
-        p = root / rel
         if rel not in present:
             raise CheckFailedError(f"{bundle}: {rel}: missing (listed in {MANIFEST})")
-        if sha256_file(p) != digest:
+        if sha256_file(inside(root, rel, MANIFEST)) != digest:
             raise CheckFailedError(f"{bundle}: {rel}: sha256 does not match {MANIFEST} (file changed or truncated)")
     extra = sorted(present - set(files))
     if extra:
@@ -493,21 +562,34 @@ def check_files(root: Path, bundle: Path) -> dict[str, Any]:
     return doc
 
 
-def _pipeline(root: Path, model: str, entry: dict[str, Any], platform: str, vectors_file: str) -> Any:
+def _pipeline(root: Path, model: str, entry: dict[str, Any], platform: str, vectors_file: str,
+              files: dict[str, str] | None = None, bundle: Path | None = None) -> Any:
     from mmedge.runtime.pipelines import PIPELINES
 
     plat = entry[platform]
-    try:
-        graphs = [GraphEntry(g["name"], g["file"], [TensorSpec(**t) for t in g["inputs"]],
-                             [TensorSpec(**t) for t in g["outputs"]]) for g in plat["graphs"]]
-    except (KeyError, TypeError) as e:
-        raise ArtifactError(f"{model}: malformed {platform} graph list in {MANIFEST} ({e})") from None
-    vocab = json.loads((root / entry["vocabulary"]).read_text(encoding="utf-8")) if "vocabulary" in entry else None
-    labels = json.loads((root / entry["labels"]).read_text(encoding="utf-8")) if "labels" in entry else None
-    pre = json.loads((root / entry["preprocessing"]).read_text(encoding="utf-8"))["parameters"]
-    m = Manifest(model=model, config=entry["config"], pipeline=entry["pipeline"], format=plat["format"],
-                 precision=plat["precision"], graphs=graphs, preprocessing=pre, model_config=entry["model_config"],
-                 vocabulary=vocab, labels=labels, extra={**entry.get("extra", {}), "test_vectors": vectors_file})
+    where = f"{bundle or root}: {MANIFEST}: models.{model}"
+
+    def listed(rel: str, what: str) -> Path:
+        if files is not None and rel not in files and not any(f.startswith(rel + "/") for f in files):
+            raise ArtifactError(f"{where}: {what} {rel!r} is not a file of the bundle")
+        return root / check_relpath(rel, where, what)
+
+    def doc(key: str) -> Any:
+        return read_json(inside(root, entry[key], where, key), key, ArtifactError, "is not valid JSON",
+                         follow_links=False)
+
+    for g in plat["graphs"]:
+        listed(g["file"], "graph file")
+    pre = doc("preprocessing")
+    if not isinstance(pre, dict) or not isinstance(pre.get("parameters"), dict):
+        raise ArtifactError(f"{where}: {entry['preprocessing']}: expected an object with 'parameters'")
+    d = {"format_version": 1, "model": model, "config": entry["config"], "pipeline": entry["pipeline"],
+         "format": plat["format"], "precision": plat["precision"], "graphs": plat["graphs"],
+         "preprocessing": pre["parameters"], "model_config": entry.get("model_config", {}),
+         "vocabulary": doc("vocabulary") if "vocabulary" in entry else None,
+         "labels": doc("labels") if "labels" in entry else None,
+         "extra": {**entry.get("extra", {}), "test_vectors": vectors_file}}
+    m = Manifest.from_dict(d, f"{where} ({platform})")
     cls = PIPELINES.get(m.pipeline)
     if cls is None:
         raise ArtifactError(f"{model}: unknown pipeline {m.pipeline!r} in {MANIFEST}")
@@ -523,16 +605,18 @@ def verify(bundle: Path) -> list[Any]:
         raise InputError(f"{bundle}: bundle not found")
     reports = []
     with tempfile.TemporaryDirectory(prefix="mmedge-verify-") as work:
-        root = Path(work)
-        extract(bundle, root)
-        doc = check_files(root, bundle)
+        root = Path(work) / "bundle"
+        root.mkdir()
+        doc = extract(bundle, root)
         for model, entry in sorted(doc["models"].items()):
             try:
                 plain, image = read_vectors(root, entry["test_vectors"])
-            except (KeyError, TypeError, ValueError, OSError, UnicodeDecodeError) as e:
+            except ArtifactError as e:
+                raise ArtifactError(f"{bundle}: {model}: {e}") from None
+            except (ValueError, OSError) as e:
                 raise ArtifactError(f"{bundle}: {model}: malformed test vectors in the bundle "
                                     f"({e.__class__.__name__}: {e})") from None
-            np.savez(root / f".{model}-vectors.npz", **plain)
+            np.savez(root / f".{model}-vectors.npz", **plain)  # model: a name (schema), not a path
             platforms = ["android"] if "android" in entry else []
             if "ios" in entry and sys.platform == "darwin":
                 import importlib.util
@@ -542,7 +626,7 @@ def verify(bundle: Path) -> list[Any]:
                     platforms.append("ios")
             for platform in platforms:
                 vec = f".{model}-vectors.npz" if platform == "android" else f".{model}-ios-vectors.npz"
-                rep = check(_pipeline(root, model, entry, platform, vec))
+                rep = check(_pipeline(root, model, entry, platform, vec, doc["files"], bundle))
                 rep.artifact = f"{bundle}:{platform}/{model}"
                 reports.append(rep)
                 if not rep.ok:

@@ -698,8 +698,9 @@ def profile_graphs(root: Path, m: Manifest, info: RowInfo, options: ProfileOptio
     if not vec_file.is_file():
         return [], [f"{root}: no {vec_file.name}; per-graph rows skipped (re-export the artifact)"]
     rows, warnings = [], []
-    with np.load(vec_file) as npz:
-        vectors = {k: npz[k] for k in npz.files}
+    from mmedge.runtime.manifest import load_test_vectors
+
+    vectors = load_test_vectors(root, m)  # checked against the graphs (no pickles, no bombs)
     for g in m.graphs:
         t0 = clock.now()
         session = open_session(info.backend, root / g.file, g.inputs, g.outputs, **_backend_options(options))

@@ -13,6 +13,7 @@ from typing import Iterable, Mapping
 from mmedge.errors import InputError
 
 SPECIALS = ("<start>", "<end>", "<pad>", "<unk>")
+MAX_WORD_MAP_BYTES = 64 << 20  # the COCO word map: ~0.2 MB
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,15 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
-        """Read a tutorial `WORDMAP_*.json`."""
+        """Read a tutorial `WORDMAP_*.json`: a regular file (never a FIFO or device: opened with
+        O_NONBLOCK and checked with fstat) of at most MAX_WORD_MAP_BYTES, bounded JSON; every
+        problem is one `InputError` line naming the file."""
+        from mmedge.runtime.schema import parse_json, read_regular
+
         p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{p}: word map not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{p}: not a JSON word map ({e.__class__.__name__})") from None
-        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in data.items()):
+        raw = read_regular(p, "word map", MAX_WORD_MAP_BYTES, InputError)
+        data = parse_json(raw, str(p), InputError, "not a JSON word map", MAX_WORD_MAP_BYTES)
+        if not isinstance(data, dict) or not all(isinstance(k, str) and type(v) is int for k, v in data.items()):
             raise InputError(f"{p}: expected a JSON object mapping words to integer ids")
         try:
             return cls(data)
