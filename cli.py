@@ -21,6 +21,7 @@ import typer
 
 from mmedge.atomic import on_sigint
 from mmedge.errors import MmedgeError, NotBuiltError, article, missing_dependency, plural, require
+from mmedge.runtime.backends import backends_help  # data only: the -O help comes from the backends' schemas
 
 app = typer.Typer(
     name="mmedge",
@@ -100,6 +101,7 @@ def not_built(name: str, issue: str) -> None:
 
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+EVAL_SPLITS = ("train", "val", "test")  # the splits of the demo data (data/shapes.py, data/sounds.py)
 
 
 @command("models")
@@ -162,8 +164,11 @@ def export_cmd(
     dynamic_decoder: bool = typer.Option(False, help="int8: weight-only int8 for the captioner's decoder graphs."),
     report: bool = typer.Option(True, help="int8: measure fp32 vs int8 accuracy and speed at the end."),
     out: Path = typer.Option(Path("artifacts"), help="Output folder; one artifact directory per format x precision."),
-    option: List[str] = typer.Option([], "--option", "-o", help="Exporter option KEY=VALUE (opset=17, "
-                                      "simplify=false, exporter=dynamo)."),
+    option: List[str] = typer.Option([], "--option", "-o", metavar="KEY=VALUE",
+                                      help="An option of the chosen formats' exporters; repeatable, typed and "
+                                      "checked before any work (a key none of them takes is an error). E.g. "
+                                      "onnx: opset=17, simplify=false, exporter=dynamo. Every format's "
+                                      "options: README, 'Options'."),
     target: Optional[str] = typer.Option(None, help="Check the exported graphs against a deployment target "
                                          "(tensorrt) and fail if incompatible."),
     as_json: bool = JsonOpt,
@@ -189,15 +194,11 @@ def export_cmd(
                             dynamic_decoder=dynamic_decoder)
     elif calib_data is not None:
         raise MmedgeError("--calib-data is only used with --precision int8")
-    opts: dict[str, Any] = {}
-    for item in option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise MmedgeError(f"--option expects KEY=VALUE, got {item!r}")
-        opts[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
+    formats = [f.strip() for f in format.split(",") if f.strip()]
+    opts: dict[str, Any] = registry.parse_options(formats, option) if option else {}  # typed, before any work
     if target:
         opts["target"] = target
-    req = registry.ExportRequest(model, [f.strip() for f in format.split(",") if f.strip()], precision, config,
+    req = registry.ExportRequest(model, formats, precision, config,
                                  checkpoint, word_map, out, opts, calib, quant, report)
     dirs = registry.export(req, log=err)
     reports = list(registry.last_reports) if precision == "int8" else []
@@ -211,10 +212,20 @@ def export_cmd(
             print(d)
 
 
-def _session_options(threads: Optional[int], pairs: Optional[List[str]]) -> dict[str, Any]:
-    from mmedge.runtime.session import parse_options
+def _session_options(artifacts: List[Path], backend: Optional[str], threads: Optional[int],
+                     pairs: Optional[List[str]]) -> dict[str, Any]:
+    """-O pairs (and --threads), typed and checked against the options of the backend that will run the
+    artifacts (--backend, else the one of each artifact's format) before anything loads."""
+    opts: dict[str, Any] = {}
+    if pairs:
+        from mmedge.runtime.manifest import read_manifest
+        from mmedge.runtime.session import BACKENDS, backend_for_format
 
-    opts = parse_options(pairs or [])
+        names = [backend] if backend else list(dict.fromkeys(
+            backend_for_format(read_manifest(a).format) for a in artifacts))
+        opts = BACKENDS.get(names[0]).schema.parse(pairs)
+        for name in names[1:]:  # profile: artifacts of several formats share the -O options
+            BACKENDS.get(name).schema.validate(opts)
     if threads:
         opts["threads"] = threads
     return opts
@@ -223,18 +234,15 @@ def _session_options(threads: Optional[int], pairs: Optional[List[str]]) -> dict
 def _load(artifact: Path, backend: Optional[str], threads: Optional[int], pairs: Optional[List[str]] = None):
     from mmedge.runtime import load
 
-    return load(artifact, backend, **_session_options(threads, pairs))
+    return load(artifact, backend, **_session_options([artifact], backend, threads, pairs))
 
 
 ArtifactOpt = typer.Option(..., "--artifact", "-a", help="An artifact directory written by `mmedge export`.")
 BackendOpt = typer.Option(None, help="Runtime backend (default: the one for the artifact's format).")
 ThreadsOpt = typer.Option(None, min=1, help="Intra-op threads for the backend (default: the backend's).")
 SessionOpt = typer.Option([], "--backend-option", "-O", metavar="KEY=VALUE",
-                          help="A session option of the backend; repeatable. OpenVINO: device=GPU, "
-                          "precision=f32|bf16|f16, hint=latency|throughput, streams=N. ONNX Runtime: "
-                          "providers=CUDAExecutionProvider,CPUExecutionProvider, "
-                          "optimization=all|extended|basic|disable. Core ML: "
-                          "compute_units=ALL|CPU_ONLY|CPU_AND_GPU|CPU_AND_NE. TensorRT: device=N.")
+                          help="A session option of the backend; repeatable, typed and checked before "
+                          "loading. " + backends_help() + ".")
 
 
 RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]",
@@ -333,10 +341,9 @@ def caption_cmd(
 def _caption_batch(paths: list[str], artifact: Path, backend: Optional[str], threads: Optional[int],
                    pairs: List[str], options: dict[str, Any], out: Optional[Path], shard_size: int,
                    overwrite: bool, executor: dict[str, Any], as_json: bool) -> None:
-    from mmedge.runtime.session import parse_options
     from mmedge.scale import Job, run_job
 
-    job = Job("caption", str(artifact), backend, threads, options, parse_options(pairs))
+    job = Job("caption", str(artifact), backend, threads, options, _session_options([artifact], backend, None, pairs))
     records, stats = run_job(job, paths, out, shard_size=shard_size, progress=not as_json, overwrite=overwrite,
                              log=err, **executor)
     if out is None:
@@ -459,7 +466,7 @@ def eval_cmd(
                                             "runtime (default: the PyTorch reference of --config)."),
     config: str = typer.Option("demo", help="Config of the PyTorch reference (without --artifact)."),
     backend: Optional[str] = BackendOpt,
-    split: str = typer.Option("test", help="Held-out split of the demo data: test | val."),
+    split: str = typer.Option("test", help="Split of the demo data: test (held out) | val | train."),
     beam: str = typer.Option("1,3,5", help="Captioner: beam widths to score (comma-separated)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items of the split."),
     ray: Optional[str] = RayOpt,
@@ -477,6 +484,8 @@ def eval_cmd(
     """
     from mmedge.calibration.evaluate import evaluator
 
+    if split not in EVAL_SPLITS:  # before any work: the data generators would fail deep inside
+        raise MmedgeError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
     evaluate = evaluator(model)
     if ray is not None or out is not None:
         _eval_sharded(model, artifact, backend, backend_option, split, beam, limit, out, overwrite,
@@ -520,7 +529,6 @@ def _eval_sharded(model: str, artifact: Optional[Path], backend: Optional[str], 
                   beam: str,
                   limit: Optional[int], out: Optional[Path], overwrite: bool, executor: dict[str, Any],
                   as_json: bool) -> None:
-    from mmedge.runtime.session import parse_options
     from mmedge.scale.evaluate import evaluate_sharded
 
     if artifact is None:
@@ -529,10 +537,11 @@ def _eval_sharded(model: str, artifact: Optional[Path], backend: Optional[str], 
     beams = _beams(beam) if model == "captioner" else [0]
     if out is not None and len(beams) > 1:
         raise MmedgeError(f"--out holds one evaluation: pass one --beam (got {beam!r})")
+    session = _session_options([artifact], backend, None, pairs)
     results = []
     for b in beams:
         result, stats = evaluate_sharded(model, artifact, split, limit, beam=b, out=out, overwrite=overwrite,
-                                         backend=backend, session=parse_options(pairs),
+                                         backend=backend, session=session,
                                          progress=not as_json, log=err,
                                          **executor)
         if not as_json:
@@ -635,7 +644,7 @@ def profile_cmd(
                           pin=_profile_ints("--pin", pin, minimum=0) if pin is not None else None, backend=backend,
                           eval=eval_, eval_limit=eval_limit, noise_threshold=noise_threshold,
                           image=str(image) if image is not None else None,
-                          session=_session_options(None, backend_option))
+                          session=_session_options(list(artifact), backend, None, backend_option))
     result = profile(artifact, opts, log=lambda s: err(f"profile: {s}"))
     if plot is not None:
         err(f"wrote {render.plot(result, plot)}")

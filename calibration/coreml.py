@@ -197,7 +197,7 @@ def quantize_coreml(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, d
                           f"in float, one of {', '.join(KEEP_FLOAT)} (node names are ONNX-only)")
     options = dict(getattr(ctx, "options", None) or {})
     model = ctx.model if ctx is not None else reference_model(fp32_dir, manifest)
-    opts = CoreMLOptions.parse(options, default_target=W8A8_MIN_TARGET)
+    opts = CoreMLOptions.from_options(options, default_target=W8A8_MIN_TARGET)
     spec = zoo.get(manifest.model)
     config = getattr(model, "config", None) or spec.config(manifest.config)
     info = ModelInfo.build(spec, manifest.config, config, manifest.vocabulary)

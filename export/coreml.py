@@ -58,6 +58,7 @@ from mmedge.export.registry import BEAM_VECTORS, EXAMPLE_BATCH, SEED, ExportCont
 from mmedge.models.zoo import GraphSpec, ModelSpec
 from mmedge.runtime.backends.coreml import PACKAGE_MANIFEST, PREPROCESSING_KEY, package_dir
 from mmedge.runtime.manifest import GraphEntry
+from mmedge.runtime.options import Option, OptionSchema
 
 DEFAULT_TARGET = "iOS16"
 W8A8_MIN_TARGET = "iOS17"  # Core ML's activation quantize/dequantize ops
@@ -97,7 +98,7 @@ DESCRIPTIONS = {
 # ----------------------------------------------------------------------------- options
 @dataclass(frozen=True)
 class CoreMLOptions:
-    """Exporter options (`--option KEY=VALUE`); the dict is shared with other formats."""
+    """This exporter's `-o` options as typed fields (`from_options` reads them through OPTIONS, below)."""
 
     deployment_target: str = DEFAULT_TARGET
     encoder_input: str = "image"  # image | tensor
@@ -111,44 +112,33 @@ class CoreMLOptions:
     int8: str = "w8a8"  # the int8 recipe: w8a8 | weights
 
     @classmethod
-    def parse(cls, options: dict[str, Any], default_target: str = DEFAULT_TARGET) -> "CoreMLOptions":
-        o = dict(options)
-        target = str(o.get("deployment_target", default_target))
-        canon = {t.lower(): t for t in TARGET_NAMES}
-        if target.lower() not in canon:
-            raise ExportError(f"--option deployment_target={target}: unknown; valid: {', '.join(TARGET_NAMES)}")
-        choices = {"encoder_input": ("image", "tensor"), "shapes": ("range", "enumerated"),
-                   "int8": ("w8a8", "weights")}
-        for key, valid in choices.items():
-            if key in o and str(o[key]) not in valid:
-                raise ExportError(f"--option {key}={o[key]}: valid values are {', '.join(valid)}")
-        axis_max = dict(AXIS_MAX)
-        for axis in AXIS_MAX:
-            if f"max_{axis}" in o:
-                axis_max[axis] = _positive(o[f"max_{axis}"], f"max_{axis}")
-        batches = DEFAULT_BATCHES
-        if "batches" in o:
-            try:
-                batches = tuple(sorted({int(b) for b in str(o["batches"]).split(",") if b.strip()}))
-            except ValueError:
-                raise ExportError(f"--option batches={o['batches']}: expected batch sizes like 1,2,4") from None
-            if not batches or batches[0] < 1:
-                raise ExportError(f"--option batches={o['batches']}: batch sizes must be >= 1")
-        return cls(deployment_target=canon[target.lower()], encoder_input=str(o.get("encoder_input", "image")),
-                   shapes=str(o.get("shapes", "range")), batches=batches, axis_max=axis_max,
-                   weight_threshold=_positive(o.get("weight_threshold", 2048), "weight_threshold", zero=True),
-                   author=str(o.get("author", "mmedge")), version=str(o.get("version", "")),
-                   license=str(o.get("license", "")), int8=str(o.get("int8", "w8a8")))
+    def from_options(cls, options: dict[str, Any], default_target: str = DEFAULT_TARGET) -> "CoreMLOptions":
+        """From the `-o` options of this exporter (checked against OPTIONS, the one parser)."""
+        o = OPTIONS.resolve(options)
+        return cls(deployment_target=o["deployment_target"] if "deployment_target" in options else default_target,
+                   encoder_input=o["encoder_input"], shapes=o["shapes"], batches=tuple(sorted(set(o["batches"]))),
+                   axis_max={axis: o[f"max_{axis}"] for axis in AXIS_MAX}, weight_threshold=o["weight_threshold"],
+                   author=o["author"], version=o["version"] or "", license=o["license"] or "", int8=o["int8"])
 
 
-def _positive(value: Any, name: str, zero: bool = False) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ExportError(f"--option {name}={value}: expected an integer") from None
-    if v < (0 if zero else 1):
-        raise ExportError(f"--option {name}={value}: must be {'>= 0' if zero else '>= 1'}")
-    return v
+OPTIONS = OptionSchema("coreml export", (
+    Option("deployment_target", str, DEFAULT_TARGET, f"minimum OS of the ML Programs (int8 w8a8: {W8A8_MIN_TARGET})",
+           choices=TARGET_NAMES),
+    Option("encoder_input", str, "image", "the captioner's encoder takes a Core ML image or a tensor",
+           choices=("image", "tensor")),
+    Option("shapes", str, "range", "flexible axes as ranges or as enumerated batch sizes",
+           choices=("range", "enumerated")),
+    Option("batches", list, DEFAULT_BATCHES, "batch sizes of shapes=enumerated", item=int, minimum=1,
+           maximum=AXIS_MAX["batch"]),
+    *(Option(f"max_{axis}", int, hi, f"upper bound of the flexible {axis} axis", minimum=1, maximum=1 << 24)
+      for axis, hi in AXIS_MAX.items()),
+    Option("weight_threshold", int, 2048, "weights with fewer elements stay float (fp16/int8)", minimum=0),
+    Option("int8", str, "w8a8", "the int8 recipe: weights and activations, or weights only",
+           choices=("w8a8", "weights")),
+    Option("author", str, "mmedge", "model metadata: author"),
+    Option("version", str, None, "model metadata: version (default: mmedge's)"),
+    Option("license", str, None, "model metadata: license"),
+))
 
 
 def target_value(name: str) -> int:
@@ -569,10 +559,10 @@ def image_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
 
 
 @register_exporter("coreml", packages=("coremltools",), extra="coreml", precisions=("fp32", "fp16", "int8"),
-                   file_ext=".mlpackage")
+                   file_ext=".mlpackage", options=OPTIONS)
 def export_coreml(ctx: ExportContext, dest: Path) -> list[GraphEntry]:
     """fp32 / fp16 ML Programs; int8 here is weight-only (the calibrated W8A8 build is the int8 recipe)."""
-    opts = CoreMLOptions.parse(ctx.options)
+    opts = CoreMLOptions.from_options(ctx.options)
     info = ModelInfo.from_context(ctx)
     entries = [export_graph(ctx, g, dest, opts, info) for g in ctx.spec.graphs]
     if any(takes_image(info, g, opts) for g in ctx.spec.graphs) and ctx.spec.pipeline == "captioner":

@@ -15,39 +15,42 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from mmedge.errors import ExportError, InputError
+from mmedge.errors import ExportError
 from mmedge.export.artifact import tensor_spec
 from mmedge.export.registry import ExportContext, register_exporter
 from mmedge.models.zoo import GraphSpec
 from mmedge.runtime.manifest import GraphEntry
+from mmedge.runtime.options import Option, OptionSchema
 
 OPSET = 17
-
-
-def _opset(options: dict) -> int:
-    """`--option opset=N` and `exporter=torchscript|dynamo`, checked before any export work."""
-    opset = options.get("opset", OPSET)
-    if isinstance(opset, bool) or not isinstance(opset, int):
-        raise InputError(f"--option opset={opset}: expected an integer ONNX opset (e.g. opset={OPSET})")
-    if options.get("exporter", "torchscript") not in ("torchscript", "dynamo"):
-        raise InputError(f"--option exporter={options['exporter']}: expected torchscript or dynamo")
-    return opset
+# torch is imported where a graph is exported: the options below are read without it
+# (export/tensorrt.py takes them too, and `mmedge package jetson` runs without torch).
+OPTIONS = OptionSchema("onnx export", (
+    Option("opset", int, OPSET, "ONNX opset of the exported graphs (the dynamo exporter uses >= 18)",
+           minimum=7, maximum=23),
+    Option("exporter", str, "torchscript", "torch.onnx exporter: torchscript (byte-stable) or dynamo",
+           choices=("torchscript", "dynamo")),
+    Option("simplify", bool, True, "fold constants with onnxslim when it is installed"),
+    Option("target", str, None, "check the graphs against a deployment target (same as --target)",
+           choices=("tensorrt",)),
+))
 
 
 def export_graph(ctx: ExportContext, graph: GraphSpec, path: Path) -> GraphEntry:
     """Export one graph to `path` and describe it for the manifest."""
     import onnx
+    import torch
 
+    opts = OPTIONS.resolve(OPTIONS.select(ctx.options))  # checked before any export work
+    opset = opts["opset"]
     feeds = ctx.examples(graph)
     ref = ctx.reference(graph, feeds)
     module = graph.wrap(ctx.model).eval()
-    opset = _opset(ctx.options)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            if ctx.options.get("exporter", "torchscript") == "dynamo":
+            if opts["exporter"] == "dynamo":
                 batch = torch.export.Dim("batch", min=1, max=4096)
                 shapes = tuple({0: batch} if 0 in graph.dynamic_axes.get(k, {}) else {} for k in graph.inputs)
                 torch.onnx.export(module, tuple(feeds.values()), str(path), input_names=list(graph.inputs),
@@ -63,7 +66,7 @@ def export_graph(ctx: ExportContext, graph: GraphSpec, path: Path) -> GraphEntry
     except Exception as e:  # exporter internals: one line naming the graph
         msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise ExportError(f"{ctx.spec.name} graph {graph.name!r}: ONNX export failed: {msg[:300]}") from e
-    if ctx.options.get("simplify", True):
+    if opts["simplify"]:
         _slim(path)
     return GraphEntry(
         name=graph.name, file=path.name,
@@ -87,7 +90,8 @@ def _slim(path: Path) -> None:
         onnx.save(slim, str(path))
 
 
-@register_exporter("onnx", packages=("onnx",), extra="torch", precisions=("fp32", "int8"), file_ext=".onnx")
+@register_exporter("onnx", packages=("onnx",), extra="torch", precisions=("fp32", "int8"), file_ext=".onnx",
+                   options=OPTIONS)
 def export_onnx(ctx: ExportContext, dest: Path) -> list[GraphEntry]:
     return [export_graph(ctx, g, dest / f"{g.name}.onnx") for g in ctx.spec.graphs]
 

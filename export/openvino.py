@@ -34,7 +34,12 @@ from mmedge.errors import ExportError, MmedgeError
 from mmedge.export.artifact import atomic_dir, finish, tensor_spec, tool_versions
 from mmedge.export.registry import ExportContext, register_exporter, test_vectors
 from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest
+from mmedge.runtime.options import Option, OptionSchema
 
+OPTIONS = OptionSchema("openvino export", (
+    Option("from_onnx", str, None, "convert this fp32 ONNX artifact of the same model instead of tracing",
+           metavar="DIR"),
+))
 PRECISION_ON_SAVE = {"fp32": False, "fp16": True}  # compress_to_fp16
 
 
@@ -123,9 +128,9 @@ def export_graph(ctx: ExportContext, graph: Any, dest: Path) -> GraphEntry:
 
 
 @register_exporter("openvino", packages=("openvino",), extra="openvino", precisions=("fp32", "fp16", "int8"),
-                   file_ext=".xml")
+                   file_ext=".xml", options=OPTIONS)
 def export_openvino(ctx: ExportContext, dest: Path) -> list[GraphEntry]:
-    src = ctx.options.get("from_onnx")
+    src = OPTIONS.validate(ctx.options).get("from_onnx")
     if src:
         return _from_onnx_option(ctx, Path(str(src)), dest)
     return [export_graph(ctx, g, dest) for g in ctx.spec.graphs]

@@ -23,6 +23,7 @@ from mmedge.export.artifact import atomic_dir, config_dict, finish, tool_version
 from mmedge.models import zoo
 from mmedge.registry import Registry
 from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest
+from mmedge.runtime.options import OptionSchema
 from mmedge.runtime.vocab import Vocabulary
 
 if TYPE_CHECKING:  # torch is imported where a model is built or run, so the packagers work without it
@@ -71,6 +72,7 @@ class ExporterInfo:
     extra: str
     precisions: tuple[str, ...]
     file_ext: str
+    options: OptionSchema  # its `-o KEY=VALUE` options, typed; the one place they are declared
 
 
 # Format modules register themselves on import; each imports its heavy package lazily,
@@ -80,12 +82,33 @@ EXPORTERS: Registry[ExporterInfo] = Registry(
 
 
 def register_exporter(name: str, packages: tuple[str, ...], extra: str, precisions: tuple[str, ...],
-                      file_ext: str) -> Callable[[Exporter], Exporter]:
+                      file_ext: str, options: OptionSchema) -> Callable[[Exporter], Exporter]:
     def deco(fn: Exporter) -> Exporter:
-        EXPORTERS.add(name, ExporterInfo(name, fn, packages, extra, precisions, file_ext))
+        EXPORTERS.add(name, ExporterInfo(name, fn, packages, extra, precisions, file_ext, options))
         return fn
 
     return deco
+
+
+def option_schema(names: list[str]) -> OptionSchema:
+    """The `-o` options of an export to these formats: the union of their schemas (a key that none of
+    them takes is an error; each exporter then gets the keys it declares)."""
+    infos = [EXPORTERS.get(n) for n in dict.fromkeys(names)]
+    if len(infos) == 1:
+        return infos[0].options
+    return OptionSchema.union(f"--format {','.join(i.name for i in infos)} export", [i.options for i in infos])
+
+
+def parse_options(names: list[str], pairs: list[str]) -> dict[str, Any]:
+    """`-o KEY=VALUE` pairs of an export to these formats -> typed options (before any work)."""
+    return option_schema(names).parse(pairs)
+
+
+def _own_options(ctx: ExportContext, info: ExporterInfo) -> ExportContext:
+    """The context an exporter gets: only the options it declares (the dict is shared by the formats)."""
+    from dataclasses import replace
+
+    return replace(ctx, options=info.options.select(ctx.options))
 
 
 def exporter(name: str) -> ExporterInfo:
@@ -175,6 +198,7 @@ def export(req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> l
     target = (req.options or {}).get("target")
     if target and any(f != "onnx" for f in req.formats):
         raise ExportError(f"--target {target} checks ONNX graphs: use it with --format onnx only")
+    req.options = option_schema(req.formats).validate(req.options or {})
     ctx = build_context(req)
     if req.precision == "int8":
         return export_int8(ctx, req, log)
@@ -203,7 +227,7 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
 
     extra = ctx.spec.manifest_extra(ctx.config)
     preflight(calib_src, ctx.spec.pipeline, ctx.spec.preprocessing(ctx.config), int(extra.get("min_samples", 0)))
-    fp32_ctx = replace(ctx, precision="fp32")
+    fp32_ctx = replace(ctx, precision="fp32", options=EXPORTERS.get("onnx").options.select(ctx.options))
     vectors = test_vectors(fp32_ctx)
     written = []
     last_reports.clear()
@@ -229,10 +253,11 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
                 written.append(dest)
                 continue
             log(f"quantizing {ctx.spec.name} ({ctx.config_name}) to {fmt} int8 -> {dest}")
+            own = _own_options(ctx, EXPORTERS.get(fmt))
             with atomic_dir(dest) as tmp:
                 params = inspect.signature(fn).parameters  # optional extras a recipe may ask for
-                extra_args = {**({"options": ctx.options} if "options" in params else {}),  # TensorRT build options
-                              **({"ctx": ctx} if getattr(fn, "takes_context", False) else {})}  # Core ML: from torch
+                extra_args = {**({"options": own.options} if "options" in params else {}),  # TensorRT build options
+                              **({"ctx": own} if getattr(fn, "takes_context", False) else {})}  # Core ML: from torch
                 graphs = fn(fp32_dir, fp32.manifest, calib, tmp, qcfg, **extra_args)
                 np.savez_compressed(tmp / "test_vectors.npz", **vectors)
                 manifest = Manifest(
@@ -293,13 +318,14 @@ def export_context(ctx: ExportContext, names: list[str], out: Path,
                    log: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Export an already-built model (tests use it with their own seeded models)."""
     infos = check_formats(names, ctx.precision)
+    ctx.options = option_schema(names).validate(ctx.options)  # before any work
     vectors = test_vectors(ctx)
     written = []
     for info in infos:
         dest = out / artifact_name(ctx, info.name)
         log(f"exporting {ctx.spec.name} ({ctx.config_name}) to {info.name} {ctx.precision} -> {dest}")
         with atomic_dir(dest) as tmp:
-            graphs = info.fn(ctx, tmp)
+            graphs = info.fn(_own_options(ctx, info), tmp)
             _check_target(ctx, info.name, tmp, graphs, log)
             np.savez_compressed(tmp / "test_vectors.npz", **vectors)
             manifest = Manifest(

@@ -37,11 +37,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from mmedge.atomic import write_atomic
-from mmedge.errors import ExportError, InputError, MmedgeError
+from mmedge.errors import ExportError, MmedgeError
+from mmedge.export.onnx import OPTIONS as ONNX_OPTIONS
 from mmedge.export.registry import ExportContext, register_exporter
 from mmedge.runtime.backends.tensorrt import (ENGINE_EXT, RECORD, GpuInfo, gpu_info, import_tensorrt,
                                               version_tuple)
 from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.options import Option, OptionSchema
 
 ONNX_DIR = "onnx"
 DEFAULT_WORKSPACE_MIB = 1024
@@ -70,71 +72,66 @@ class BuildSettings:
     int8_source: str = "auto"
 
 
-def _range(key: str, value: Any) -> Range:
-    try:
-        parts = tuple(int(v) for v in str(value).split(","))
-    except ValueError:
-        parts = ()
+def _range(value: Any) -> Range:
+    """MIN,OPT,MAX (text, or three integers) of an optimization profile axis."""
+    if isinstance(value, str):
+        parts = tuple(_INT_OPT.read(v) for v in value.split(","))
+    elif isinstance(value, (list, tuple)):
+        parts = tuple(_INT_OPT.read(v) for v in value)
+    else:
+        raise ValueError
     if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
-        raise InputError(f"--option {key}={value}: expected MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX")
+        raise ValueError
     return parts  # type: ignore[return-value]
 
 
-def _bool(key: str, value: Any) -> bool:
+def _timing_cache(value: Any) -> Path | bool:
+    """true (the default file), false (none) or the path of a cache file."""
     if isinstance(value, bool):
         return value
-    v = str(value).lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise InputError(f"--option {key}={value}: expected true or false")
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return Path(_PATH_OPT.read(value))
 
 
-# ONNX export options pass through to the ONNX exporter; everything else must be ours.
-_ONNX_OPTIONS = {"opset", "simplify", "exporter", "target"}
-_OPTIONS = {"workspace", "batch", "beam", "timing_cache", "dla_core", "gpu_fallback", "version_compatible",
-            "hardware_compatibility", "strongly_typed", "int8_source"}
+_INT_OPT = Option("n", int, None, "", minimum=1)
+_PATH_OPT = Option("path", str, None, "")
+_RANGE = "MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX"
+# The engines are built from ONNX graphs exported here: the onnx exporter's options apply too.
+OPTIONS = OptionSchema("tensorrt export", (
+    Option("workspace", int, DEFAULT_WORKSPACE_MIB, "builder workspace in MiB", minimum=1, maximum=1 << 20),
+    Option("batch", tuple, DEFAULT_BATCH, "profile of the batch axis (decoder_step: images x beams)",
+           parse=_range, expects=_RANGE, metavar="MIN,OPT,MAX"),
+    Option("beam", tuple, DEFAULT_BEAM, "profile of the beam width (captioner decoder_step rows)",
+           parse=_range, expects=_RANGE, metavar="MIN,OPT,MAX"),
+    Option("profile.AXIS", tuple, None, "profile of another dynamic axis, by name (profile.samples=...)",
+           parse=_range, expects=_RANGE, metavar="MIN,OPT,MAX", prefix=True),
+    Option("timing_cache", Path, True, "TensorRT timing cache: the default file, none, or this file",
+           parse=_timing_cache, expects="true, false or the path of a cache file", metavar="true|false|PATH"),
+    Option("dla_core", int, None, "build for this DLA core (fp16/int8; static shapes)", minimum=0, maximum=15),
+    Option("gpu_fallback", bool, True, "with dla_core: layers DLA cannot run go to the GPU"),
+    Option("version_compatible", bool, False, "engines that later TensorRT releases load (TensorRT >= 8.6)"),
+    Option("hardware_compatibility", str, "none", "engines for other GPUs of this level (TensorRT >= 8.6)",
+           choices=tuple(HARDWARE_LEVELS)),
+    Option("strongly_typed", bool, False, "strongly typed network (TensorRT 10; always from 11)"),
+    Option("int8_source", str, "auto", "int8 from the Q/DQ graph or from the calibration cache",
+           choices=INT8_SOURCES),
+    *ONNX_OPTIONS.options,
+))
 
 
 def settings_from_options(options: Mapping[str, Any], precision: str) -> BuildSettings:
-    """Build settings from `--option KEY=VALUE` pairs; unknown keys are refused, not ignored."""
+    """Build settings from this exporter's options (checked against OPTIONS: unknown keys are refused)."""
+    o = OPTIONS.validate(options)
     s = BuildSettings(precision=precision)
-    for key, value in options.items():
-        if key in _ONNX_OPTIONS:
-            continue
+    for key, value in o.items():
         if key.startswith("profile."):
-            s.axes[key[len("profile."):]] = _range(key, value)
+            s.axes[key[len("profile."):]] = value
         elif key == "workspace":
-            try:
-                s.workspace_mib = int(value)
-            except ValueError:
-                raise InputError(f"--option workspace={value}: expected MiB as an integer") from None
-            if s.workspace_mib < 1:
-                raise InputError(f"--option workspace={value}: must be >= 1 MiB")
-        elif key in ("batch", "beam"):
-            setattr(s, key, _range(key, value))
-        elif key == "timing_cache":
-            s.timing_cache = _bool(key, value) if str(value).lower() in ("true", "false", "1", "0") \
-                else Path(str(value))
-        elif key == "dla_core":
-            try:
-                s.dla_core = int(value)
-            except ValueError:
-                raise InputError(f"--option dla_core={value}: expected a DLA core number (0 or 1)") from None
-        elif key in ("gpu_fallback", "version_compatible", "strongly_typed"):
-            setattr(s, key, _bool(key, value))
-        elif key == "hardware_compatibility":
-            if str(value) not in HARDWARE_LEVELS:
-                raise InputError(f"--option hardware_compatibility={value}: valid: {', '.join(HARDWARE_LEVELS)}")
-            s.hardware_compatibility = str(value)
-        elif key == "int8_source":
-            if str(value) not in INT8_SOURCES:
-                raise InputError(f"--option int8_source={value}: valid: {', '.join(INT8_SOURCES)}")
-            s.int8_source = str(value)
-        else:
-            valid = sorted(_OPTIONS | _ONNX_OPTIONS | {"profile.AXIS"})
-            raise InputError(f"unknown --option {key!r} for --format tensorrt; valid: {', '.join(valid)}")
+            s.workspace_mib = value
+        elif key in ("batch", "beam", "timing_cache", "dla_core", "gpu_fallback", "version_compatible",
+                     "hardware_compatibility", "strongly_typed", "int8_source"):
+            setattr(s, key, value)
     return s
 
 
@@ -456,7 +453,7 @@ def dla_allowed(pipeline: str, graph: str) -> bool:
 
 
 @register_exporter("tensorrt", packages=("tensorrt",), extra="tensorrt", precisions=("fp32", "fp16", "int8"),
-                   file_ext=ENGINE_EXT)
+                   file_ext=ENGINE_EXT, options=OPTIONS)
 def export_tensorrt(ctx: ExportContext, dest: Path) -> list[GraphEntry]:
     """fp32/fp16 engines (int8 goes through the `tensorrt` calibration recipe)."""
     from mmedge.export.onnx import export_graph

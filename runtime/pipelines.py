@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numbers
+import os
+
 import numpy as np
 
 from mmedge.errors import ArtifactError, InputError
 from mmedge.runtime.decode import DEFAULT_MAX_LEN, beam_search
-from mmedge.runtime.image import ImageLike, as_rgb_array, preprocess_image, read_depth
+from mmedge.runtime.image import ImageLike, _check_depth_array, as_rgb_array, preprocess_image, read_depth
 from mmedge.runtime.manifest import Manifest, read_manifest
-from mmedge.runtime.session import Session, backend_for_format, open_session
+from mmedge.runtime.session import BACKENDS, Session, backend_for_format, open_session
 from mmedge.runtime.vocab import Vocabulary
 
 
@@ -50,7 +53,43 @@ class CaptionResult:
 
 
 def _label(item: Any, i: int) -> str:
-    return str(item) if isinstance(item, (str, Path)) else f"<array {i}>"
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item) if not isinstance(os.fspath(item), bytes) else os.fsdecode(item)
+    return f"<array {i}>" if isinstance(item, np.ndarray) else f"<{type(item).__name__} {i}>"
+
+
+def _int_arg(what: str, value: Any, minimum: int) -> int:
+    """An integer argument of the Python API (numpy integers too; not bools, floats or strings)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{what} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise InputError(f"{what} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _float_arg(what: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InputError(f"{what} must be a number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _is_single_image(images: Any) -> bool:
+    from PIL import Image
+
+    return isinstance(images, (str, os.PathLike, Image.Image)) or (
+        isinstance(images, np.ndarray) and images.dtype != object)
+
+
+def _as_image_list(images: Any) -> list[Any]:
+    """One image or a sequence of images -> a list; anything else is an InputError, not a TypeError."""
+    if images is None:
+        raise InputError("no images given (got None); pass an image path, a PIL image, a uint8 array or a list of them")
+    if _is_single_image(images):
+        return [images]
+    if isinstance(images, (bytes, dict)) or not hasattr(images, "__iter__"):
+        raise InputError(f"expected an image path, a PIL image, a uint8 array or a list of them, "
+                         f"got {type(images).__name__}")
+    return list(images)
 
 
 class Captioner(Pipeline):
@@ -72,13 +111,9 @@ class Captioner(Pipeline):
 
     def caption(self, images: Sequence[ImageLike] | ImageLike, beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
                 length_norm: bool = False) -> list[CaptionResult]:
-        if isinstance(images, (str, Path, np.ndarray)):
-            images = [images]
-        if beam < 1:
-            raise InputError(f"beam must be >= 1, got {beam}")
-        if max_len < 1:
-            raise InputError(f"max length must be >= 1, got {max_len}")
-        images = list(images)
+        beam = _int_arg("beam", beam, 1)
+        max_len = _int_arg("max length", max_len, 1)
+        images = _as_image_list(images)
         if not images:
             raise InputError("no images given")
         feats = self.encode(self.preprocess(images))
@@ -124,10 +159,13 @@ class AudioEncoder(Pipeline):
         from mmedge.runtime import audio as A
 
         params = self.preprocessing
-        if isinstance(audio, (str, Path)):
-            x, _ = A.read_wav(audio, sample_rate=int(params["sample_rate"]))
-            name = str(audio)
+        if isinstance(audio, (str, os.PathLike)):
+            x, _ = A.read_wav(audio, sample_rate=int(params["sample_rate"]), max_seconds=self.max_seconds)
+            name = _label(audio, 0)
         else:
+            if not isinstance(audio, np.ndarray) or audio.dtype.kind not in "fiu":
+                raise InputError(f"{name}: expected a WAV path or a 1-D numeric waveform, got "
+                                 f"{getattr(audio, 'dtype', type(audio).__name__)}")
             x = np.asarray(audio, dtype=np.float32)
             if x.ndim != 1:
                 raise InputError(f"{name}: expected a mono 1-D waveform, got shape {list(x.shape)}")
@@ -145,7 +183,9 @@ class AudioEncoder(Pipeline):
         return A.spectrogram_from_params(x, params)[None].astype(np.float32)
 
     def embed(self, audio: Sequence[str | Path | np.ndarray] | str | Path | np.ndarray) -> list[AudioResult]:
-        if isinstance(audio, (str, Path)) or (isinstance(audio, np.ndarray) and audio.ndim == 1):
+        if audio is None:
+            raise InputError("no audio given (got None); pass a WAV path, a 1-D waveform or a list of them")
+        if isinstance(audio, (str, os.PathLike)) or (isinstance(audio, np.ndarray) and audio.ndim == 1):
             audio = [audio]
         graph = self.manifest.graphs[0]
         session = self.sessions[graph.name]
@@ -174,12 +214,13 @@ class Refocuser(Pipeline):
     """Synthetic defocus: image + depth + focus range [near, far] -> image."""
 
     def refocus(self, image: ImageLike, depth: str | Path | np.ndarray, near: float, far: float) -> np.ndarray:
+        near, far = _float_arg("near", near), _float_arg("far", far)
         if not (np.isfinite(near) and near >= 0):
             raise InputError(f"near must be a non-negative depth, got {near}")
         if not far >= near:
             raise InputError(f"far ({far}) must be >= near ({near})")
         rgb = as_rgb_array(image)
-        d = read_depth(depth) if isinstance(depth, (str, Path)) else np.asarray(depth, np.float32)
+        d = read_depth(depth) if isinstance(depth, (str, os.PathLike)) else _check_depth_array(depth, "depth")
         if d.shape != rgb.shape[:2]:
             raise InputError(f"depth map is {d.shape[1]}x{d.shape[0]} but the image is {rgb.shape[1]}x{rgb.shape[0]}")
         feeds = {
@@ -197,9 +238,16 @@ PIPELINES: dict[str, type[Pipeline]] = {"captioner": Captioner, "audio": AudioEn
 
 def load(artifact_dir: str | Path, backend: str | None = None, **options: Any) -> Pipeline:
     """Open an artifact directory as the pipeline its manifest names."""
+    if artifact_dir is None or not isinstance(artifact_dir, (str, os.PathLike)):
+        raise InputError(f"load: expected an artifact directory path, got {type(artifact_dir).__name__}")
+    if backend is not None and not isinstance(backend, str):
+        raise InputError(f"load: backend must be a name, got {backend!r}")
+    if backend is not None:  # the options are checked against the backend's schema before anything loads
+        options = BACKENDS.get(backend).schema.validate(options)
     root = Path(artifact_dir)
     manifest = read_manifest(root)
     cls = PIPELINES.get(manifest.pipeline)
     if cls is None:
         raise ArtifactError(f"{root}: unknown pipeline {manifest.pipeline!r} in manifest")
-    return cls(root, manifest, backend or backend_for_format(manifest.format), **options)
+    backend = backend or backend_for_format(manifest.format)
+    return cls(root, manifest, backend, **BACKENDS.get(backend).schema.validate(options))

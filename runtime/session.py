@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import importlib
 import importlib.util
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mmedge.errors import InputError, MissingDependencyError, UnknownNameError
-from mmedge.registry import Registry
+from mmedge.errors import InputError, MissingDependencyError
+from mmedge.runtime.backends import (BACKENDS, BackendInfo, available, backend_for_format, backend_names,
+                                     register_backend, session_options)
 from mmedge.runtime.manifest import TensorSpec
+
+__all__ = ["Session", "Timing", "Feeds", "open_session", "BACKENDS", "BackendInfo", "available",
+           "backend_for_format", "backend_names", "register_backend", "session_options"]  # the registry: backends/
 
 Feeds = dict[str, np.ndarray]
 
@@ -107,81 +110,12 @@ class Session(abc.ABC):
                                  f"expected {spec.shape} (axis {i} is fixed at {want})")
 
 
-@dataclass(frozen=True)
-class BackendInfo:
-    name: str
-    module: str  # imported lazily
-    package: str  # the pip package it needs
-    extra: str  # the mmedge extra that installs it
-    formats: tuple[str, ...]  # artifact formats it runs
-    platforms: tuple[str, ...] = ()  # sys.platform values it can run on (empty: any)
-    options: tuple[str, ...] = ("threads",)  # session options it accepts (`--backend-option KEY=VALUE`)
-
-
-BACKENDS: Registry[BackendInfo] = Registry("backend")
-
-
-def register_backend(info: BackendInfo) -> None:
-    BACKENDS.add(info.name, info)
-
-
-register_backend(BackendInfo("onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",),
-                             options=("threads", "providers", "optimization")))
-register_backend(BackendInfo("openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",),
-                             options=("device", "precision", "hint", "streams", "threads")))
-register_backend(BackendInfo("coreml", "mmedge.runtime.backends.coreml", "coremltools", "coreml", ("coreml",),
-                             platforms=("darwin",), options=("compute_units", "threads")))
-register_backend(BackendInfo("tensorrt", "mmedge.runtime.backends.tensorrt", "tensorrt", "tensorrt", ("tensorrt",),
-                             options=("device", "threads")))
-
-
-def parse_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """`["device=GPU", "streams=2"]` -> {"device": "GPU", "streams": 2}: integers become int,
-    `true`/`false` bool; a comma list (`providers=A,B`) stays a string for the backend to split."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"backend option {pair!r}: expected KEY=VALUE (e.g. device=GPU, precision=bf16)")
-        v: Any = value.strip()
-        if v.lstrip("-").isdigit():
-            v = int(v)
-        elif v.lower() in ("true", "false"):
-            v = v.lower() == "true"
-        key = key.strip().replace("-", "_")
-        if key == "threads" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise InputError(f"backend option {pair!r}: threads must be an integer >= 1")
-        out[key] = v
-    return out
-
-
-def backend_names() -> list[str]:
-    return BACKENDS.names()
-
-
-def backend_for_format(fmt: str) -> str:
-    for name, info in BACKENDS.items():
-        if fmt in info.formats:
-            return name
-    raise UnknownNameError("artifact format", fmt, sorted({f for _, i in BACKENDS.items() for f in i.formats}))
-
-
-def available(name: str) -> bool:
-    """Installed, and able to run on this platform (Core ML predicts only on macOS)."""
-    if name not in BACKENDS:
-        return False
-    info = BACKENDS.get(name)
-    on_platform = not info.platforms or sys.platform in info.platforms
-    return on_platform and importlib.util.find_spec(info.package) is not None
-
-
 def open_session(backend: str, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
                  **options: Any) -> Session:
-    """Create a Session of `backend` for the graph file at `path`."""
+    """Create a Session of `backend` for the graph file at `path`; `options` are checked against the
+    backend's schema (BackendInfo.options) first."""
     info = BACKENDS.get(backend)
-    unknown = sorted(set(options) - set(info.options))
-    if unknown:
-        raise InputError(f"unknown {backend} session option(s) {', '.join(unknown)}; valid: {', '.join(info.options)}")
+    options = info.schema.validate(options)
     if importlib.util.find_spec(info.package) is None:
         raise MissingDependencyError(info.package, info.extra, f"the {backend} backend")
     module = importlib.import_module(info.module)

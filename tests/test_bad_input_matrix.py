@@ -327,7 +327,7 @@ BAD: list[Case] = [
      "--tolerance must be a finite number > 0, got nan"),
     ("threads-0", lambda t, a: _caption(_png)(t, a) + ["--threads", "0"], "Invalid value for '--threads'"),
     ("backend-option-threads-not-a-number", lambda t, a: _caption(_png)(t, a) + ["-O", "threads=many"],
-     "backend option 'threads=many': threads must be an integer >= 1"),
+     "onnxruntime session option threads='many': expected an integer from 1 to 1024"),
     ("attention-png-is-a-folder", lambda t, a: _caption(_png)(t, a) + ["--attention-png", str(_dir(t, "maps"))],
      "maps: is a directory; give the path of the file to write"),
     ("attention-png-under-a-file", lambda t, a: _caption(_png)(t, a) + [

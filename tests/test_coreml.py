@@ -21,7 +21,7 @@ import torch
 import make_golden
 from mmedge.calibration.data import CalibrationSet, CalibSource, gather
 from mmedge.calibration.recipes import QuantConfig
-from mmedge.errors import ArtifactError, ExportError, MissingDependencyError
+from mmedge.errors import ArtifactError, ExportError, InputError, MissingDependencyError
 from mmedge.export.registry import ExportContext, export_context, exporter
 from mmedge.models import zoo
 from mmedge.models.zoo import GraphSpec, ModelSpec
@@ -141,7 +141,7 @@ def test_enumerated_batches(tmp_path: Path) -> None:
                         {"shapes": "enumerated", "batches": "1,3,6"})
     from mmedge.export.coreml import CoreMLOptions, export_graph
 
-    opts = CoreMLOptions.parse(ctx.options)
+    opts = CoreMLOptions.from_options(ctx.options)
     export_graph(ctx, spec.graph("decoder_init"), tmp_path, opts)
     shapes = describe_package(tmp_path / "decoder_init.mlpackage").input("features")["enumerated"]
     assert sorted(s[0] for s in shapes) == [1, 2, 3, 6] and all(s[1:] == [196, 64] for s in shapes)
@@ -189,7 +189,7 @@ def test_op_set_is_checked_against_the_target(fp16: dict[str, Path]) -> None:
     check_package(pkg(fp16["refocus"], "model"), "macOS13")  # the same op set as iOS 16
     with pytest.raises(ExportError, match="newer than deployment target iOS15"):
         check_package(pkg(fp16["refocus"], "model"), "iOS15")
-    with pytest.raises(ExportError, match="deployment_target=iOS12: unknown"):
+    with pytest.raises(InputError, match="coreml export option deployment_target='iOS12': expected one of iOS15"):
         export("refocus", Path("/nonexistent"), deployment_target="iOS12")
 
 

@@ -355,7 +355,7 @@ def test_options_are_parsed_and_unknown_ones_refused() -> None:
                                       "workspace": 512, "timing_cache": "false", "opset": 17}, "fp16")
     assert (s.batch, s.beam, s.axes["samples"], s.workspace_mib, s.timing_cache) == \
         ((1, 2, 4), (1, 5, 5), (8000, 16000, 32000), 512, False)
-    with pytest.raises(InputError, match="unknown --option 'dla'"):
+    with pytest.raises(InputError, match=r"unknown tensorrt export option\(s\) dla; valid: workspace"):
         trtexp.settings_from_options({"dla": 0}, "fp16")
     with pytest.raises(InputError, match="MIN,OPT,MAX"):
         trtexp.settings_from_options({"batch": "4,2,8"}, "fp16")
