@@ -110,12 +110,12 @@ def test_export_with_target_tensorrt(work: Path) -> None:
     assert "--target tensorrt: 1 graph checked, compatible" in logged
 
 
-def test_int8_export_with_target_tensorrt_is_in_tensorrt_layout(work: Path, cache: Path) -> None:
+def test_int8_export_with_target_tensorrt_is_in_tensorrt_layout(work: Path, tmp_path: Path) -> None:
     """ONNX Runtime's x86 int8 (uint8 activations) would not build on TensorRT 8.5: --target
     tensorrt makes the int8 export use TensorRT's symmetric int8 Q/DQ layout, and checks it."""
     req = registry.ExportRequest("soundnet", ["onnx"], "int8", "tiny", out=work / "target-int8",
-                                 calib=CalibSource(size=4), quant=QuantConfig(cache_dir=cache),
-                                 options={"target": "tensorrt"})
+                                 calib=CalibSource(size=4), quant=QuantConfig(cache_dir=tmp_path),
+                                 options={"target": "tensorrt"})  # own cache: the module's is counted
     logged: list[str] = []
     (art,) = registry.export(req, log=logged.append)
     m = read_manifest(art)
