@@ -30,6 +30,7 @@ import inspect
 import math
 import numbers
 import os
+import stat
 import struct
 import warnings
 import wave
@@ -513,6 +514,9 @@ def spectrogram_from_params(x: np.ndarray, params: dict) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- resampling
 
+MAX_RESAMPLE_TERM = 4096  # largest up or down of the reduced ratio resampled exactly (filter: 20x taps)
+MAX_RESAMPLE_RATIO = 1000  # largest rate change resample() accepts (either way)
+
 
 @lru_cache(maxsize=16)
 def _resample_filter(up: int, down: int) -> np.ndarray:
@@ -537,6 +541,13 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     frequency at 2e-3 (measured: 1.5e-3 for 440 Hz and 2.0e-3 for 3 kHz at 8 -> 16 kHz,
     4e-4 for 440 Hz at 44.1 -> 22.05 kHz), away from the first and last ~10 input samples x
     max(up, down) / up, where the zero padding shows.  Output length ``ceil(T * target_sr / orig_sr)``.
+
+    Bounded work: the filter has ``20 * max(up, down) + 1`` taps (``up/down`` the reduced ratio),
+    so when a term exceeds ``MAX_RESAMPLE_TERM`` (4096: every common rate pair, e.g. 44100 ->
+    16000 = 160/441, stays exact) the ratio is replaced by the closest fraction with terms
+    <= 4096 (a relative rate error below 2e-4, i.e. 0.2 cents, for file rates of 1-384 kHz) and
+    the output cut or zero-padded to the exact length.  Ratios beyond ``MAX_RESAMPLE_RATIO``
+    (1000x) are refused.
     """
     orig_sr = _as_int("orig_sr", orig_sr, minimum=1, where="resample")
     target_sr = _as_int("target_sr", target_sr, minimum=1, where="resample")
@@ -547,6 +558,35 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     up, down = target_sr // g, orig_sr // g
     if up == down:
         return x.astype(np.float32)
+    if target_sr > MAX_RESAMPLE_RATIO * orig_sr or orig_sr > MAX_RESAMPLE_RATIO * target_sr:
+        raise InputError(f"resample: {orig_sr} Hz -> {target_sr} Hz changes the rate by more than "
+                         f"{MAX_RESAMPLE_RATIO}x; supported: ratios up to {MAX_RESAMPLE_RATIO}")
+    n_exact = -(-x.shape[-1] * up // down)
+    if max(up, down) > MAX_RESAMPLE_TERM:
+        up, down = _approximate_ratio(up, down)
+        return _fit_length(_resample_poly(x, up, down), n_exact)
+    return _resample_poly(x, up, down)
+
+
+def _approximate_ratio(up: int, down: int) -> tuple[int, int]:
+    """The closest fraction to up/down whose terms are both <= MAX_RESAMPLE_TERM."""
+    from fractions import Fraction
+
+    if up >= down:
+        f = Fraction(down, up).limit_denominator(MAX_RESAMPLE_TERM)
+        return f.denominator, f.numerator
+    f = Fraction(up, down).limit_denominator(MAX_RESAMPLE_TERM)
+    return f.numerator, f.denominator
+
+
+def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    """Cut or zero-pad the last axis to n samples (an approximated ratio can be one sample off)."""
+    if y.shape[-1] >= n:
+        return np.ascontiguousarray(y[..., :n])
+    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])])
+
+
+def _resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     h = _resample_filter(up, down)
     half = (h.size - 1) // 2
     n_in = x.shape[-1]
@@ -590,30 +630,44 @@ _FORMAT_NAMES = {
 }
 
 
-def _parse_riff(data: bytes, name: str) -> tuple[dict, int, int]:
-    """The fmt fields and (offset, size) of the data chunk of a RIFF/WAVE file."""
-    if len(data) == 0:
+MIN_SAMPLE_RATE = 1_000  # the sample rates read_wav accepts, in Hz (checked before any decoding)
+MAX_SAMPLE_RATE = 384_000
+_MAX_FMT_CHUNK = 1 << 16  # a fmt chunk is 16..40 bytes; anything this large is not a WAV header
+
+
+def _parse_riff(f: Any, file_size: int, name: str) -> tuple[dict, int, int]:
+    """The fmt fields and (offset, size) of the data chunk of a RIFF/WAVE file, reading only the
+    chunk headers (the data chunk's size is checked against the file's real size, not trusted)."""
+    if file_size == 0:
         raise InputError(f"{name}: empty file, expected a RIFF/WAVE file")
-    if data[:4] in (b"RIFX", b"RF64") and data[8:12] == b"WAVE":
-        raise InputError(f"{name}: {data[:4].decode()} WAV files are not supported; expected a little-endian RIFF/WAVE file")
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+    head = f.read(12)
+    if head[:4] in (b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        raise InputError(f"{name}: {head[:4].decode()} WAV files are not supported; expected a little-endian RIFF/WAVE file")
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         raise InputError(f"{name}: not a RIFF/WAVE file")
     fmt = None
     pos = 12
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+    while pos + 8 <= file_size:
+        f.seek(pos)
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            break
+        chunk_id, size = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
         body = pos + 8
         if chunk_id == b"fmt ":
-            if size < 16 or body + size > len(data):
+            if size < 16 or size > _MAX_FMT_CHUNK or body + size > file_size:
                 raise InputError(f"{name}: truncated or malformed fmt chunk")
-            tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", data, body)
+            raw = f.read(size)
+            if len(raw) < size:
+                raise InputError(f"{name}: truncated or malformed fmt chunk")
+            tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", raw, 0)
             if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40:
-                tag = struct.unpack_from("<H", data, body + 24)[0]  # first two bytes of the sub-format GUID
+                tag = struct.unpack_from("<H", raw, 24)[0]  # first two bytes of the sub-format GUID
             fmt = {"tag": tag, "channels": channels, "rate": rate, "block_align": block_align, "bits": bits}
         elif chunk_id == b"data":
             if fmt is None:
                 raise InputError(f"{name}: data chunk before the fmt chunk; not a valid WAV file")
-            available = len(data) - body
+            available = file_size - body
             if size > available:
                 raise InputError(f"{name}: truncated data chunk (header says {size} bytes, file has {available})")
             return fmt, body, size
@@ -623,10 +677,11 @@ def _parse_riff(data: bytes, name: str) -> tuple[dict, int, int]:
     raise InputError(f"{name}: no data chunk; the file is truncated or not a valid WAV file")
 
 
-def _decode_samples(data: bytes, fmt: dict, offset: int, size: int, name: str) -> np.ndarray:
-    tag, channels, block_align = fmt["tag"], fmt["channels"], fmt["block_align"]
-    if channels < 1 or fmt["rate"] < 1 or block_align < 1 or block_align % channels:
-        raise InputError(f"{name}: malformed fmt chunk (channels={channels}, rate={fmt['rate']}, block_align={block_align})")
+def _check_format(fmt: dict, size: int, name: str, max_seconds: float | None) -> str:
+    """The sample encoding; refuses a malformed or out-of-range header before any sample is read."""
+    tag, channels, block_align, rate = fmt["tag"], fmt["channels"], fmt["block_align"], fmt["rate"]
+    if channels < 1 or rate < 1 or block_align < 1 or block_align % channels:
+        raise InputError(f"{name}: malformed fmt chunk (channels={channels}, rate={rate}, block_align={block_align})")
     width = block_align // channels
     if tag == _WAVE_FORMAT_PCM and width in (1, 2, 3, 4):
         encoding = f"pcm{8 * width}"
@@ -638,6 +693,18 @@ def _decode_samples(data: bytes, fmt: dict, offset: int, size: int, name: str) -
             f"{name}: unsupported WAV encoding {kind} ({8 * width}-bit); "
             "expected PCM 8/16/24/32-bit or IEEE float 32/64-bit"
         )
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InputError(f"{name}: sample rate {rate} Hz is outside the supported range "
+                         f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    seconds = (size // block_align) / rate
+    if max_seconds is not None and seconds > max_seconds:
+        raise InputError(f"{name}: {seconds:.0f} s is longer than the {max_seconds:.0f} s this pipeline accepts; "
+                         "cut it into clips")
+    return encoding
+
+
+def _decode_samples(data: bytes, fmt: dict, offset: int, size: int, name: str, encoding: str) -> np.ndarray:
+    channels, block_align = fmt["channels"], fmt["block_align"]
     n_frames = size // block_align
     if n_frames == 0:
         raise InputError(f"{name}: no audio samples")
@@ -660,7 +727,8 @@ def _decode_samples(data: bytes, fmt: dict, offset: int, size: int, name: str) -
     return x.reshape(n_frames, channels).T
 
 
-def read_wav(path: str | os.PathLike, sample_rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
+def read_wav(path: str | os.PathLike, sample_rate: int | None = None, mono: bool = True,
+             max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Read a WAV file as float32 in [-1, 1]: ``([T], rate)`` when mono, else ``([channels, T], rate)``.
 
     Encodings: PCM unsigned 8-bit, signed 16/24/32-bit, IEEE float 32/64-bit, plain or
@@ -671,21 +739,35 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = None, mono: bool
     The RIFF chunks are parsed here rather than with the ``wave`` module, which rejects IEEE
     float files (and, before Python 3.12, WAVE_FORMAT_EXTENSIBLE) and silently shortens a
     truncated data chunk.
+
+    Limits, checked from the header before any sample is read or resampled: the file's rate must
+    be ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE`` (1,000..384,000 Hz), the data chunk must fit in the
+    file, and with ``max_seconds`` a longer clip is refused.  Only the data chunk is read.
     """
     name = os.fspath(path)
     if sample_rate is not None:
         sample_rate = _as_int("sample_rate", sample_rate, minimum=1, where=name)
     try:
-        with open(name, "rb") as f:
-            data = f.read()
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(name)
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"{name}: not a regular file, expected a WAV file")
+            fmt, offset, size = _parse_riff(f, st.st_size, name)
+            encoding = _check_format(fmt, size, name, max_seconds)
+            f.seek(offset)
+            data = f.read(size)
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{name}: is a directory, expected a WAV file") from None
     except OSError as e:
         raise InputError(f"{name}: cannot read ({e.strerror or e})") from None
-    fmt, offset, size = _parse_riff(data, name)
-    x = _decode_samples(data, fmt, offset, size, name)
+    if len(data) < size:
+        raise InputError(f"{name}: truncated data chunk (header says {size} bytes, read {len(data)})")
+    x = _decode_samples(data, fmt, 0, size, name, encoding)
     rate = fmt["rate"]
     x = x.mean(axis=0, dtype=np.float32) if mono else np.ascontiguousarray(x)
     if sample_rate is not None and sample_rate != rate:
