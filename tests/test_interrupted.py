@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -15,6 +16,9 @@ from mmedge import atomic
 from mmedge.atomic import write_atomic
 from mmedge.export.artifact import atomic_dir
 from mmedge.runtime.manifest import read_manifest
+
+# these run `mmedge export` in a subprocess: torch builds the reference model
+requires_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="export needs torch")
 
 
 def _export_cmd(out: Path, config: str = "full") -> list[str]:
@@ -32,6 +36,7 @@ def _wait_for_tmp(out: Path, proc: subprocess.Popen, timeout: float = 120) -> No
 
 
 @pytest.mark.slow
+@requires_torch
 def test_sigint_during_export_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen(_export_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -43,6 +48,7 @@ def test_sigint_during_export_leaves_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@requires_torch
 def test_crash_leftovers_are_cleaned_by_the_next_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen(_export_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -57,6 +63,7 @@ def test_crash_leftovers_are_cleaned_by_the_next_run(tmp_path: Path) -> None:
     assert left == ["captioner-full-onnx-fp32"]
 
 
+@requires_torch
 def test_concurrent_exports_to_one_destination(tmp_path: Path) -> None:
     out = tmp_path / "out"
     procs = [subprocess.Popen(_export_cmd(out, "tiny"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -69,6 +76,7 @@ def test_concurrent_exports_to_one_destination(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == [art.name]
 
 
+@requires_torch
 def test_written_files_are_not_world_writable(tmp_path: Path) -> None:
     subprocess.run(_export_cmd(tmp_path, "tiny"), check=True, capture_output=True, timeout=300)
     art = tmp_path / "captioner-tiny-onnx-fp32"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Lowest-versions job: install every lower bound pyproject.toml declares for the CLI and the
+# torch-free runtime (the core dependencies and the [onnxruntime] extra), exactly (==), in a
+# fresh venv, then run the CLI and the tests that need no torch. The pins are read from
+# pyproject.toml itself, so the declaration and this job cannot drift apart.
+#   .ci/floors.sh            (FLOORS_VENV=/some/dir to choose the venv; default: a temp dir)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+start=$SECONDS
+PY=${PYTHON:-python3}
+VENV=${FLOORS_VENV:-$(mktemp -d /tmp/mmedge-floors.XXXXXX)}
+[ -n "${FLOORS_VENV:-}" ] || trap 'rm -rf "$VENV"' EXIT
+
+# "name>=X" -> "name==X" for the core dependencies, the [onnxruntime] extra, and the test tools.
+pins=$("$PY" - <<'EOF'
+import re, tomllib
+with open("pyproject.toml", "rb") as f:
+    project = tomllib.load(f)["project"]
+extras = project["optional-dependencies"]
+test_tools = [r for r in extras["dev"] if re.split(r"[<>=!~ \[;]", r)[0] in ("pytest", "hypothesis", "pytest-timeout")]
+pins = {}
+for req in project["dependencies"] + extras["onnxruntime"] + test_tools:
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][^,;\s]*)(,.*)?", req.strip())
+    if not m:
+        raise SystemExit(f"floors: no lower bound to test in {req!r} (declare one as name>=X)")
+    pins[m[1].lower()] = m[2]
+print(" ".join(f"{n}=={v}" for n, v in sorted(pins.items())))
+EOF
+)
+echo "floors: $pins"
+
+step() { echo "floors: [$((SECONDS - start)) s] $*"; }
+step "venv $VENV"
+"$PY" -m venv "$VENV"
+# shellcheck disable=SC2086  # $pins is a word list on purpose
+"$VENV/bin/pip" install -q $pins
+step "pip install -e . --no-deps"
+"$VENV/bin/pip" install -q --no-deps -e .
+"$VENV/bin/pip" check
+echo "floors: installed $("$VENV/bin/pip" list --format=freeze 2>/dev/null |
+  grep -iE '^(numpy|typer|click|rich|pillow|onnxruntime|scipy|pytest|hypothesis)==' | tr '\n' ' ')"
+
+# The CLI itself: help, and the usage errors that must be one line and exit 2 on every typer.
+step "the CLI"
+cli() { (cd /tmp && "$VENV/bin/mmedge" "$@"); }
+cli --help >/dev/null
+cli models >/dev/null
+for args in "nosuchcmd" "caption x.png -a y --beam 0"; do
+  # shellcheck disable=SC2086
+  if out=$(cli $args 2>&1); then echo "floors: 'mmedge $args' exited 0" >&2; exit 1; else rc=$?; fi
+  if [ "$rc" != 2 ] || [ "$(printf '%s\n' "$out" | wc -l)" != 1 ] || [[ "$out" != "mmedge: error: "* ]]; then
+    printf "floors: 'mmedge %s' should print one 'mmedge: error: ...' line and exit 2; got %s:\n%s\n" "$args" "$rc" "$out" >&2
+    exit 1
+  fi
+done
+
+# The runtime on real graphs: artifacts exported by the main install (torch, when it has it),
+# checked and run by the floors' onnxruntime/numpy/pillow.
+if "$PY" -c "import torch, onnx" 2>/dev/null; then
+  step "parity of exported artifacts under the floors"
+  arts=$(mktemp -d /tmp/mmedge-floors-arts.XXXXXX)
+  trap 'rm -rf "$arts"; [ -n "${FLOORS_VENV:-}" ] || rm -rf "$VENV"' EXIT
+  pids=()
+  for m in $("$PY" -m mmedge models --json | "$PY" -c "import json,sys; print(*(m['name'] for m in json.load(sys.stdin)['models']))"); do
+    "$PY" -m mmedge export "$m" --config tiny --format onnx --out "$arts" >/dev/null & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  for a in "$arts"/*/; do cli parity --artifact "$a" >/dev/null; done
+  cli caption "$PWD/data/examples/scenes/scene0.png" --artifact "$arts"/captioner-tiny-onnx-fp32 >/dev/null
+else
+  step "no torch in $PY: the parity step of exported artifacts is skipped"
+fi
+
+# The torch-free test modules (listed: a new module joins when it runs without torch); a test in
+# them that needs torch/onnx/openvino/... is reported as skipped (.ci/torch_free.py).
+step "the torch-free tests"
+tests=(tests/test_cli.py tests/test_torch_free_cli.py tests/test_audio_frontend.py tests/test_fuzz.py
+       tests/test_profiler.py tests/test_scale_out.py tests/test_interrupted.py)
+PYTHONPATH=.ci "$VENV/bin/python" -m pytest -q -p torch_free -p no:cacheprovider -m "not slow" --timeout=300 "${tests[@]}"
+echo "floors: done in $((SECONDS - start)) s"
