@@ -76,9 +76,19 @@ def atomic_path(path: str | Path, suffix: str = ".tmp", mode: int = 0o644, fsync
                 os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        raise_write_error(e, path)
         raise
+
+
+def raise_write_error(e: BaseException, dest: str | Path) -> None:
+    """A disk-full / file-size-limit / read-only error while writing `dest` becomes one InputError
+    naming `dest` (a bare write() error names no file); anything else is left to the caller."""
+    from mmedge.errors import InputError, environment_error
+
+    if isinstance(e, OSError) and environment_error(e) is not None:
+        raise InputError(f"{dest}: cannot be written ({e.strerror or e}); nothing was written") from None
 
 
 def write_atomic(path: str | Path, data: bytes | str, encoding: str = "utf-8") -> Path:

@@ -20,7 +20,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from mmedge.atomic import on_sigint
-from mmedge.errors import MmedgeError, NotBuiltError, article, missing_dependency, plural, require
+from mmedge.errors import MmedgeError, NotBuiltError, article, environment_error, missing_dependency, plural, require
 from mmedge.runtime.backends import backends_help  # data only: the -O help comes from the backends' schemas
 
 app = typer.Typer(
@@ -79,6 +79,11 @@ def handle_errors(fn: Callable, name: str = "") -> Callable:
                 if missing is None:
                     raise
                 raise missing from None
+            except OSError as e:  # disk full, file size limit, read-only folder: the machine's, one line
+                env = environment_error(e)
+                if env is None:
+                    raise
+                raise env from None
         except MmedgeError as e:
             err(f"mmedge: error: {e}")
             raise typer.Exit(e.exit_code) from None

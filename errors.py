@@ -15,6 +15,7 @@ without calling `__init__` again.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,3 +166,18 @@ def plural(n: int, noun: str, many: str | None = None) -> str:
 def article(word: str) -> str:
     """'an audio', 'a captioner'."""
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+# errno values that say the machine, not mmedge, refused an operation: a full disk, a file
+# size limit, a read-only or foreign folder. The CLI reports them as one line, not a traceback.
+_ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, n) for n in ("ENOSPC", "EFBIG", "EROFS", "EDQUOT", "EACCES", "EPERM", "ENAMETOOLONG",
+                                "EMFILE", "ENFILE", "EISDIR", "ENOTDIR", "ETXTBSY") if hasattr(errno, n))
+
+
+def environment_error(e: OSError) -> InputError | None:
+    """An InputError naming the file for an OSError the environment caused, else None (a bug)."""
+    if e.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    where = e.filename2 if e.filename2 is not None else e.filename  # a copy fails on its destination
+    return InputError(f"{where if where is not None else 'a file'}: {e.strerror or e}")

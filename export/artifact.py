@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mmedge.atomic import FileLock, check_interrupted, make_folder
+from mmedge.atomic import FileLock, check_interrupted, make_folder, raise_write_error
 from mmedge.errors import MmedgeError
 from mmedge.runtime.manifest import MANIFEST, Manifest, TensorSpec, hash_files
 
@@ -111,8 +111,9 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
             os.replace(tmp, dest)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise_write_error(e, dest)
         raise
     finally:
         live.release()

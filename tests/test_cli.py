@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from mmedge.cli import app
 from mmedge.models import zoo
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # click < 8.2 (under typer < 0.16) mixes stderr into stdout unless told not to; later click has no switch
 runner = CliRunner(mix_stderr=False) if "mix_stderr" in inspect.signature(CliRunner).parameters else CliRunner()
 
@@ -145,3 +147,36 @@ def test_python_dash_m_is_the_same_program() -> None:
     res = subprocess.run([sys.executable, "-m", "mmedge", "models", "--json"], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and json.loads(res.stdout)["models"]
+
+
+def _limited(args: list[str], fsize: int) -> subprocess.CompletedProcess[str]:
+    """`python -m mmedge ARGS` with a file-size limit (RLIMIT_FSIZE): writes past it fail with EFBIG."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run([sys.executable, "-m", "mmedge", *args], capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+
+
+@pytest.mark.parametrize("what", ["refocus", "attention-png", "package-mobile", "caption-out"])
+def test_unwritable_outputs_are_one_line(what: str, exported: dict[str, Path], image: Path, tmp_path: Path) -> None:
+    """A file-size limit (or a full disk) while writing is one line naming the output, exit 2,
+    and no partial output is left behind."""
+    ex = ROOT / "data" / "examples" / "refocus"
+    out = tmp_path / "out"
+    args = {"refocus": ["refocus", str(ex / "photo.png"), "--depth", str(ex / "depth_mm.png"), "-a",
+                        str(exported["refocus"]), "--near", "1", "--far", "2", "--out", str(out / "r.png")],
+            "attention-png": ["caption", str(image), "-a", str(exported["captioner"]), "--attention-png",
+                              str(out / "att.png")],
+            "package-mobile": ["package", "mobile", "-a", str(exported["captioner"]), "--out", str(out / "app.zip")],
+            "caption-out": ["caption", *[str(image)] * 40, "-a", str(exported["captioner"]), "--out",
+                            str(out / "c.jsonl")]}[what]
+    out.mkdir()
+    res = _limited(args, 600 if what != "package-mobile" else 20_000)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("mmedge: error: ")]
+    assert len(lines) == 1 and "File too large" in lines[0] and "Traceback" not in res.stderr, res.stderr
+    leftovers = [p.name for p in out.iterdir() if not p.name.endswith((".job.json", ".jsonl"))]
+    assert leftovers == [], leftovers
