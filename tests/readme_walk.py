@@ -3,7 +3,7 @@
 `python tests/readme_walk.py [--keep DIR]` copies the repository's files (tracked and
 untracked-but-not-ignored: what a clone of this commit holds) into an empty folder, makes a
 virtual environment there that sees this interpreter's packages (so `pip install -e ...`
-installs only mmedge itself, offline), and runs each command of the README's ```bash blocks
+installs only mmedge itself; its build backend comes from the package index, as for a user), and runs each command of the README's ```bash blocks
 and the `$ ` lines of its plain ``` blocks (```text blocks are transcripts of other setups),
 from the Quick start through the command sections, with bash in that folder. It fails on any non-zero exit or a traceback, naming the README line.
 
@@ -120,7 +120,7 @@ def walk(work: Path, log=print) -> int:
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv),
-               PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="1")
+               PIP_DISABLE_PIP_VERSION_CHECK="1")
     failures = 0
     for c in cmds:
         why = skip_reason(c.text)
