@@ -32,7 +32,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
@@ -51,8 +51,8 @@ DEFAULT_BATCH = (1, 1, 8)
 DEFAULT_BEAM = (1, 3, 5)
 HARDWARE_LEVELS = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 INT8_SOURCES = ("auto", "qdq", "calib")
-Range = tuple[int, int, int]
-Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input -> (min, opt, max)
+Range = Tuple[int, int, int]
+Shapes = Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]  # input -> (min, opt, max)
 
 
 # ------------------------------------------------------------------ settings
@@ -148,10 +148,11 @@ class BuildPlan:
 
 
 def plan_build(trt_version: str, s: BuildSettings) -> BuildPlan:
+    from mmedge.export.trt_matrix import dla_problem, release
+
     v = version_tuple(trt_version)
-    if v[:2] < (8, 5):
-        raise ExportError(f"TensorRT {trt_version} is too old (mmedge needs >= 8.5: JetPack 5.1 or later)")
-    if s.version_compatible and v[:2] < (8, 6):
+    row = release(trt_version)  # the support matrix (export/trt_matrix.py); refuses < 8.5
+    if s.version_compatible and not row.version_compatible:
         raise ExportError(f"version-compatible engines need TensorRT >= 8.6 (this is {trt_version})")
     if s.hardware_compatibility != "none" and v[:2] < (8, 6):
         raise ExportError(f"hardware-compatible engines need TensorRT >= 8.6 (this is {trt_version})")
@@ -160,19 +161,19 @@ def plan_build(trt_version: str, s: BuildSettings) -> BuildPlan:
         raise ExportError("DLA runs fp16 or int8 only; use --precision fp16|int8 or drop --option dla_core")
     if dla and s.hardware_compatibility != "none":
         raise ExportError("hardware-compatible engines cannot use DLA")
+    if dla and dla_problem(trt_version):
+        raise ExportError(f"{dla_problem(trt_version)}; build for the GPU (drop --option dla_core) or on the board "
+                          f"with a TensorRT that has DLA")
     common: tuple[str, ...] = ()
     if dla and s.gpu_fallback:
         common += ("GPU_FALLBACK",)
     if s.version_compatible:
         common += ("VERSION_COMPATIBLE",)
-    if v[0] >= 11:  # strongly typed only: precision comes from the ONNX graph's types
-        if dla:
-            raise ExportError(f"TensorRT {trt_version} does not support DLA (Jetson); build on the board with "
-                              f"JetPack's TensorRT")
+    if row.fp16 == "typed":  # TensorRT 11+: strongly typed only, precision comes from the graph's types
         if s.precision == "int8" and s.int8_source == "calib":
             raise ExportError(f"TensorRT {trt_version} has no INT8 calibrators: int8 comes from the Q/DQ model "
                               f"(--option int8_source=qdq)")
-        return BuildPlan(_TYPED_SOURCE[s.precision], True, common, False, False)
+        return BuildPlan(_TYPED_SOURCE[s.precision], True, common, False, dla)
     if s.strongly_typed:
         if s.int8_source == "calib":
             raise ExportError("strongly typed networks take int8 from Q/DQ nodes, not a calibration cache")

@@ -11,7 +11,6 @@ TensorRT: engines built and compared with the PyTorch reference (`requires_cuda`
 
 from __future__ import annotations
 
-import ctypes
 import importlib.machinery
 import io
 import json
@@ -700,8 +699,8 @@ def test_script_for_tensorrt_10_3_writes_artifacts(unpacked: Path, tmp_path: Pat
 
 
 def test_script_for_dla_uses_the_calibration_cache_and_static_shapes(unpacked: Path, tmp_path: Path) -> None:
-    res, calls = run_script(unpacked, tmp_path, TRT_VERSION="10.3.0", DLA_CORE="1", PRECISIONS="fp32 int8",
-                            PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(sys.path))
+    res, calls = run_script(unpacked, tmp_path, TRT_VERSION="10.3.0", DLA_CORE="1", DLA_COUNT="2",
+                            PRECISIONS="fp32 int8", PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(sys.path))
     assert res.returncode == 0, res.stderr
     by = {Path(_flags(c)["--saveEngine"]).parent.name + "/" + Path(_flags(c)["--saveEngine"]).stem: _flags(c)
           for c in calls}
@@ -728,13 +727,17 @@ def test_script_for_tensorrt_11_is_strongly_typed(unpacked: Path, tmp_path: Path
     res, calls = run_script(unpacked, tmp_path, FAKE_TRT_INT="110000")
     assert res.returncode == 0, res.stderr
     assert "TensorRT 11.0.0" in res.stderr
-    assert len(calls) == 2 * 4  # fp16 skipped: no fp16 graphs in this bundle
-    assert "strongly typed and the bundle has no fp16 graphs" in res.stderr
+    assert len(calls) == 3 * 4  # fp16 from the bundle's strongly typed fp16 graphs
     for c in calls:
         f = _flags(c)
         assert "--stronglyTyped" in f and not {"--int8", "--fp16", "--calib"} & set(f)
     int8 = [_flags(c) for c in calls if "-int8" in _flags(c)["--saveEngine"]]
     assert int8 and all("-onnx-int8/" in f["--onnx"] for f in int8)
+    fp16 = [_flags(c) for c in calls if "-fp16" in _flags(c)["--saveEngine"]]
+    assert len(fp16) == 4 and all(Path(f["--onnx"]).is_file() and "/fp16/" in f["--onnx"] for f in fp16)
+    model = onnx.load(fp16[0]["--onnx"])
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # fp32 I/O, Casts inside
+    assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     res, _ = run_script(unpacked, tmp_path, TRT_VERSION="11.0", DLA_CORE="0")
     assert res.returncode != 0 and "does not support DLA" in res.stderr
 
@@ -747,141 +750,9 @@ def test_script_refuses_old_or_unknown_tensorrt(unpacked: Path, tmp_path: Path) 
 
 
 # ------------------------------------------------------------------ runtime session (fake TensorRT / CUDA)
-class FakeCudart:
-    """cuda-python's runtime API over host memory: enough for the session's calls."""
-
-    class cudaError_t:  # noqa: N801 - cuda-python's names
-        cudaSuccess = 0
-
-    class cudaMemcpyKind:  # noqa: N801
-        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
-
-    def __init__(self, devices: int = 1) -> None:
-        self.devices, self.mem, self.next, self.h2d = devices, {}, 4096, []
-
-    def cudaGetDeviceCount(self) -> tuple:  # noqa: N802
-        return (0, self.devices)
-
-    def cudaGetDeviceProperties(self, dev: int) -> tuple:  # noqa: N802
-        return (0, types.SimpleNamespace(name=b"Fake Orin", major=8, minor=7))
-
-    def cudaSetDevice(self, dev: int) -> tuple:  # noqa: N802
-        return (0,)
-
-    def cudaMalloc(self, n: int) -> tuple:  # noqa: N802
-        ptr, self.next = self.next, self.next + n + 64
-        self.mem[ptr] = bytearray(n)
-        return (0, ptr)
-
-    def cudaFree(self, ptr: int) -> tuple:  # noqa: N802
-        self.mem.pop(ptr, None)
-        return (0,)
-
-    def cudaMemcpyAsync(self, dst: int, src: int, n: int, kind: int, stream: Any) -> tuple:  # noqa: N802
-        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
-            self.mem[dst][:n] = ctypes.string_at(src, n)
-            self.h2d.append(dst)
-        else:
-            ctypes.memmove(dst, bytes(self.mem[src][:n]), n)
-        return (0,)
-
-    def cudaStreamCreate(self) -> tuple:  # noqa: N802
-        return (0, 7)
-
-    def cudaStreamSynchronize(self, s: Any) -> tuple:  # noqa: N802
-        return (0,)
-
-    def cudaStreamDestroy(self, s: Any) -> tuple:  # noqa: N802
-        return (0,)
-
-
-def fake_tensorrt(cudart: FakeCudart, version: str = "8.5.2.2") -> Any:
-    """TensorRT 8.5-like engine: feats [N,4] f32, prev_word [N] INT32, h [N,2] -> out [N,4], word [N] INT32."""
-    io = {"feats": ("in", np.float32), "prev_word": ("in", np.int32), "h": ("in", np.float32),
-          "out": ("out", np.float32), "word": ("out", np.int32)}
-
-    class Context:
-        def __init__(self) -> None:
-            self.shapes: dict[str, tuple] = {}
-            self.addr: dict[str, int] = {}
-
-        def set_input_shape(self, name: str, shape: tuple) -> bool:
-            self.shapes[name] = tuple(shape)
-            return True
-
-        def set_tensor_address(self, name: str, ptr: int) -> None:
-            self.addr[name] = ptr
-
-        def get_tensor_shape(self, name: str) -> tuple:
-            n = self.shapes["feats"][0]
-            return (n, 4) if name == "out" else (n,)
-
-        def read(self, name: str) -> np.ndarray:
-            dt = io[name][1]
-            shape = self.shapes[name]
-            size = int(np.prod(shape)) * np.dtype(dt).itemsize
-            return np.frombuffer(bytes(cudart.mem[self.addr[name]][:size]), dt).reshape(shape)
-
-        def execute_async_v3(self, handle: int) -> bool:
-            feats, word, h = self.read("feats"), self.read("prev_word"), self.read("h")
-            out = (feats * word[:, None] + h.sum(1, keepdims=True)).astype(np.float32)
-            cudart.mem[self.addr["out"]][:out.nbytes] = out.tobytes()
-            w = (word + 1).astype(np.int32)
-            cudart.mem[self.addr["word"]][:w.nbytes] = w.tobytes()
-            return True
-
-    class Engine:
-        num_io_tensors = len(io)
-
-        def get_tensor_name(self, i: int) -> str:
-            return list(io)[i]
-
-        def get_tensor_mode(self, name: str) -> str:
-            return "IN" if io[name][0] == "in" else "OUT"
-
-        def get_tensor_dtype(self, name: str) -> Any:
-            return io[name][1]
-
-        def get_tensor_profile_shape(self, name: str, profile: int) -> list:
-            tail = {"feats": (4,), "h": (2,), "prev_word": ()}[name]
-            return [(1, *tail), (3, *tail), (6, *tail)]
-
-        def create_execution_context(self) -> Context:
-            return Context()
-
-    class Runtime:
-        def __init__(self, logger: Any) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, blob: bytes) -> Any:
-            return Engine() if blob.startswith(b"fake-engine") else None
-
-    class Logger:
-        ERROR = 1
-
-        def __init__(self, level: int) -> None:
-            pass
-
-    return types.SimpleNamespace(__version__=version, Logger=Logger, Runtime=Runtime, nptype=lambda t: t,
-                                 TensorIOMode=types.SimpleNamespace(INPUT="IN"))
-
-
-SPECS_IN = [TensorSpec("feats", ["batch", 4], "float32"), TensorSpec("prev_word", ["batch"], "int64"),
-            TensorSpec("h", ["batch", 2], "float32")]
-SPECS_OUT = [TensorSpec("out", ["batch", 4], "float32"), TensorSpec("word", ["batch"], "int64")]
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[FakeCudart, Path]:
-    cudart = FakeCudart()
-    trt = fake_tensorrt(cudart)
-    monkeypatch.setattr(trtrt, "cuda_runtime", lambda *a: cudart)
-    monkeypatch.setattr(trtrt, "import_tensorrt", lambda *a: trt)
-    engine = tmp_path / "step.engine"
-    engine.write_bytes(b"fake-engine")
-    (tmp_path / "tensorrt.json").write_text(json.dumps(
-        {"tensorrt": "8.5.2", "gpu": {"name": "Fake Orin", "compute_capability": "8.7"}}))
-    return cudart, engine
+# FakeCudart, fake_tensorrt (its `nptype` raises as TensorRT 8.5's does under numpy >= 1.24), the
+# fake_gpu fixture and the specs are shared with the torch-free tests/test_tensorrt_session.py
+from trt_fakes import SPECS_IN, SPECS_OUT, FakeCudart, fake_gpu, fake_tensorrt  # noqa: E402,F401 - fake_gpu: a fixture
 
 
 def test_session_binds_once_casts_int64_and_checks_profiles(fake_gpu: tuple[FakeCudart, Path]) -> None:
