@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import typer
 
@@ -622,7 +622,7 @@ def profile_cmd(
     noise_threshold: float = typer.Option(0.2, help="Flag rows whose (p90 - p10) / p50 exceeds this."),
     image: Optional[Path] = typer.Option(None, help="Captioner / refocus end to end: this image instead of a "
                                          "synthetic 640x480 scene."),
-    compare: Optional[tuple[Path, Path]] = typer.Option(None, "--compare", metavar="OLD.json NEW.json",
+    compare: Optional[Tuple[Path, Path]] = typer.Option(None, "--compare", metavar="OLD.json NEW.json",
                                                         help="Compare two --json profiles row by row "
                                                         "instead of profiling; exit 1 past --threshold."),
     threshold: float = typer.Option(0.10, help="--compare: relative p50 increase that fails (0.1 = 10%)."),
@@ -665,12 +665,45 @@ def profile_cmd(
         err(f"mmedge: warning: {w}")
 
 
+@command("doctor")
+def doctor_cmd(as_json: bool = JsonOpt) -> None:
+    """Report the board: L4T/JetPack, TensorRT, CUDA, Python, DLA cores, power mode, jetson_clocks."""
+    from mmedge.runtime.device import doctor, render
+
+    report = doctor()
+    if as_json:
+        emit_json(report)
+    else:
+        print(render(report), end="")
+
+
 @command("package")
 def package_cmd(
     target: str = typer.Argument(..., help="jetson | mobile"),
     artifact: List[Path] = typer.Option([], "--artifact", "-a", help="Artifact directories to bundle."),
     out: Optional[Path] = typer.Option(None, help="The bundle to write (e.g. bundle.tar.gz, app.zip)."),
     verify: Optional[Path] = typer.Option(None, help="Instead of packaging: re-check an existing bundle."),
+    with_wheels: Optional[Path] = typer.Option(None, "--with-wheels", help="jetson: also put every *.whl of "
+                                               "this folder in the bundle's wheels/ (the runtime's dependencies "
+                                               "for the board, so install.sh needs no index)."),
+    batch: Optional[str] = typer.Option(None, "--batch", metavar="MIN,OPT,MAX",
+                                        help="jetson: profile of the batch axis (default 1,1,8)."),
+    beam: Optional[str] = typer.Option(None, "--beam", metavar="MIN,OPT,MAX",
+                                       help="jetson: beam widths of the captioner's decoder_step rows (default 1,3,5)."),
+    profile: List[str] = typer.Option([], "--profile", metavar="AXIS=MIN,OPT,MAX",
+                                      help="jetson: profile of another dynamic axis (e.g. samples=8000,16000,32000)."),
+    workspace: Optional[int] = typer.Option(None, "--workspace", metavar="MIB",
+                                            help="jetson: default builder workspace of build_engines.sh (1024)."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", metavar="N",
+                                           help="jetson: build_engines.sh builds fp16/int8 for this DLA core by "
+                                                "default (DLA_CORE overrides; boards without DLA refuse)."),
+    version_compatible: Optional[bool] = typer.Option(None, "--version-compatible/--no-version-compatible",
+                                                      help="jetson: version-compatible engines by default "
+                                                           "(TensorRT >= 8.6)."),
+    fp16: Optional[bool] = typer.Option(None, "--fp16/--no-fp16",
+                                        help="jetson: bundle fp16 graphs (fp16 engines on TensorRT >= 11; default on)."),
+    int8: Optional[bool] = typer.Option(None, "--int8/--no-int8",
+                                        help="jetson: quantize int8 graphs and calibration caches (default on)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Bundle artifacts for a Jetson board or a phone app (with test vectors and a manifest)."""
@@ -680,6 +713,22 @@ def package_cmd(
     if verify is None and (not artifact or out is None):
         raise MmedgeError("package needs --artifact DIR (one or more) and --out PATH, or --verify BUNDLE")
     opts: dict[str, Any] = {"verify": verify} if verify is not None else {}
+    if with_wheels is not None:
+        if target != "jetson":
+            raise MmedgeError("--with-wheels is for package jetson")
+        opts["with_wheels"] = with_wheels
+    trt_opts: dict[str, Any] = {"batch": batch, "beam": beam, "workspace": workspace, "dla_core": dla_core,
+                                "version_compatible": version_compatible, "fp16_onnx": fp16, "int8": int8}
+    for item in profile:
+        axis, eq, value = item.partition("=")
+        if not eq or not axis:
+            raise MmedgeError(f"--profile {item!r}: expected AXIS=MIN,OPT,MAX (e.g. samples=8000,16000,32000)")
+        trt_opts[f"profile.{axis}"] = value
+    trt_opts = {k: v for k, v in trt_opts.items() if v is not None}
+    if trt_opts and target != "jetson":
+        raise MmedgeError("--batch, --beam, --profile, --workspace, --dla-core, --version-compatible, --fp16 and "
+                          "--int8 are for package jetson")
+    opts.update(trt_opts)
     path = fn(PackageRequest(list(artifact), out or Path(verify or "."), opts))
     if as_json:
         emit_json({"bundle": str(path)})

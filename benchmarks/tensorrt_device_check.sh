@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # TensorRT device check, for a machine with an NVIDIA GPU, TensorRT and cuda-python
-# (pip install -e '.[all,dev]' tensorrt cuda-python). A few minutes end to end:
+# (pip install -e '.[all,dev]' tensorrt 'cuda-python>=12,<13'; cuda-bindings 13 needs driver >= 580).
+# A few minutes end to end:
 #   1. versions: TensorRT, GPU, compute capability
 #   2. the requires_cuda tests of tests/test_tensorrt.py (real engines, parity, rebuild message)
 #   3. mmedge export --format tensorrt for fp32 / fp16 / int8 demo models, then mmedge parity on each

@@ -72,11 +72,16 @@ be added within a version). Schema version 1:
     mmedge            mmedge version
     machine           cpu, arch, board (device-tree model or null), logical_cpus,
                       physical_cores, affinity (CPUs this process may use), os,
-                      python, numpy, backends {name: version or null}
+                      python, numpy, backends {name: version or null}, l4t (Jetson Linux
+                      release or null), power_mode / power_mode_id (`nvpmodel -q`, or null),
+                      jetson_clocks (true/false, or null off a Jetson)
     options           runs, warmup, batch [..], beam [..], max_len, threads, pin,
                       backend, noise_threshold, eval, eval_split, eval_limit, image
     environment       other_cpu_load (mean CPUs kept busy by other processes, or null),
-                      pinned_cpus, gc_disabled
+                      pinned_cpus, gc_disabled, tegrastats (null where `tegrastats` is not
+                      installed; else {samples, interval_ms, ram_used_mb {min, mean, max},
+                      ram_total_mb, swap_used_mb, gpu_pct, rails_mw {rail: {min, mean, max}}}
+                      sampled every 100 ms over the whole profile, the eval included)
     artifacts[]       id, path, model, config, pipeline, format, precision, backend,
                       size_bytes (all files), model_bytes (graph files), load_ms
                       (pipeline load: manifest + sha256 check + every graph),
@@ -495,7 +500,18 @@ def machine_info() -> dict[str, Any]:
     return {"cpu": cpu_model(), "arch": platform.machine(), "board": board_model(),
             "logical_cpus": os.cpu_count() or 1, "physical_cores": physical_cores(), "affinity": affinity(),
             "os": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-            "backends": backend_versions()}
+            "backends": backend_versions(), **_board_facts()}
+
+
+def _board_facts() -> dict[str, Any]:
+    """Jetson facts (mmedge.runtime.device): L4T release, `nvpmodel -q` power mode, jetson_clocks;
+    None each off a Jetson. Never raises: a failed probe is None."""
+    from mmedge.runtime.device import machine_facts
+
+    try:
+        return machine_facts()
+    except Exception:  # a probe must not stop a profile
+        return {"l4t": None, "power_mode": None, "power_mode_id": None, "jetson_clocks": None}
 
 
 def peak_rss_mb() -> float | None:
@@ -985,7 +1001,9 @@ def profile(artifacts: Sequence[str | Path], options: ProfileOptions | None = No
     options.validate()
     if not artifacts:
         raise InputError("no artifact given (--artifact DIR)")
-    with pinned(options.pin) as cpus:
+    from mmedge.runtime.device import TegraStats
+
+    with pinned(options.pin) as cpus, TegraStats() as tegra:
         result = ProfileResult(machine_info(), options.to_json())
         snap = cpu_snapshot()
         for a in artifacts:
@@ -997,7 +1015,8 @@ def profile(artifacts: Sequence[str | Path], options: ProfileOptions | None = No
         if options.eval:
             for art in result.artifacts:
                 result.warnings += evaluate_artifact(art, result.rows, options, log)
-    result.environment = {"other_cpu_load": _r(load, 3), "pinned_cpus": cpus, "gc_disabled": options.disable_gc}
+    result.environment = {"other_cpu_load": _r(load, 3), "pinned_cpus": cpus, "gc_disabled": options.disable_gc,
+                          "tegrastats": tegra.summary()}
     finish(result, options.noise_threshold)
     return result
 

@@ -41,6 +41,7 @@ NOT_HERE: dict[str, str] = {
     "build_engines.sh": "runs on a Jetson board",
     "engines/captioner-demo-tensorrt": "needs engines built on a Jetson board",
     "cd mmedge-jetson": "on the board: unpacks the bundle there",
+    "install.sh": "on the board (JetPack's Python); tests/test_jetson_install.py runs it in a Python 3.8 venv",
     "--checkpoint BEST_checkpoint": "needs your tutorial checkpoint; tests/test_checkpoint.py runs this command "
                                     "on a fabricated one",
 }
