@@ -13,6 +13,17 @@ target (iOS 16 / macOS 13 by default, `--option deployment_target=iOS17`).
   graph below iOS 18, as Core ML requires). Other dynamic axes (audio
   length, refocus image size) are ranges from the model's shortest input up to
   `max_samples`, `max_frames`, `max_height`, `max_width`.
+* The captioner's decoder rows (N = images x live beams) are sized for the beam
+  widths offered (`beams=1,3,5`, `max_images=2`, `default_beam=3`): every row
+  count a beam search can reach, 1..max_images x max(beams) (beams shrink as
+  hypotheses complete), default = `default_beam` rows. With a range the Neural
+  Engine runs only the default shape (other shapes fall back to CPU/GPU); with
+  enumerated shapes each listed shape can run there (coremltools' "Flexible
+  Input Shapes" guide; Apple's answer in developer forum thread 724930). So
+  `decoder_shapes=auto` (default) enumerates wherever Core ML allows it:
+  decoder_init (one flexible input) always, decoder_step (five) from iOS 18 on
+  (below iOS 18 Core ML takes enumerated shapes on a single input only); below
+  iOS 18 decoder_step keeps a range whose default is the common beam's rows.
 * Output names differ from input names (Core ML requires it; checked first).
 * Precision: fp16 (the ML Program default), fp32, int8 (weights only:
   `coremltools.optimize.coreml.linear_quantize_weights`, fp16 compute). W8A8
@@ -66,6 +77,13 @@ TARGET_NAMES = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS
 # upper bounds of flexible axes (Core ML ML Programs need finite ranges), by dynamic-axis name
 AXIS_MAX = {"batch": 256, "samples": 1 << 22, "frames": 1 << 15, "height": 4096, "width": 4096}
 DEFAULT_BATCHES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 16, 20, 25, 32)
+DEFAULT_BEAMS = (1, 3, 5)  # beam widths the decoders are sized for
+DEFAULT_BEAM = 3  # the most common one: the decoders' default shape (the one a range runs on the Neural Engine)
+DEFAULT_IMAGES = 2  # images per beam-search call (the bundle's test vectors decode 2)
+MAX_ENUMERATED = 128  # Core ML's limit on enumerated shapes per input
+MULTI_ENUMERATED_TARGET = "iOS18"  # enumerated shapes on more than one input
+DEFAULT_LICENSE = "MIT"  # mmedge's license (pyproject.toml)
+ROWS_KEY = "mmedge.decoder_rows"
 IMAGE_VECTORS = "image_vectors.npz"
 VOCABULARY_KEY = "mmedge.vocabulary"
 DECODER_GRAPHS = ("decoder_init", "decoder_step")
@@ -108,8 +126,13 @@ class CoreMLOptions:
     weight_threshold: int = 2048  # coremltools' default: smaller weights stay float
     author: str = "mmedge"
     version: str = ""
-    license: str = ""
+    license: str = DEFAULT_LICENSE
     int8: str = "w8a8"  # the int8 recipe: w8a8 | weights
+    decoder_shapes: str = "auto"  # auto | enumerated | range (the decoders' row axis)
+    beams: tuple[int, ...] = DEFAULT_BEAMS
+    default_beam: int = DEFAULT_BEAM
+    max_images: int = DEFAULT_IMAGES
+    description: str = ""
 
     @classmethod
     def from_options(cls, options: dict[str, Any], default_target: str = DEFAULT_TARGET) -> "CoreMLOptions":
@@ -118,7 +141,9 @@ class CoreMLOptions:
         return cls(deployment_target=o["deployment_target"] if "deployment_target" in options else default_target,
                    encoder_input=o["encoder_input"], shapes=o["shapes"], batches=tuple(sorted(set(o["batches"]))),
                    axis_max={axis: o[f"max_{axis}"] for axis in AXIS_MAX}, weight_threshold=o["weight_threshold"],
-                   author=o["author"], version=o["version"] or "", license=o["license"] or "", int8=o["int8"])
+                   author=o["author"], version=o["version"] or "", license=o["license"] or DEFAULT_LICENSE,
+                   int8=o["int8"], decoder_shapes=o["decoder_shapes"], beams=tuple(sorted(set(o["beams"]))),
+                   default_beam=o["default_beam"], max_images=o["max_images"], description=o["description"] or "")
 
 
 OPTIONS = OptionSchema("coreml export", (
@@ -137,8 +162,60 @@ OPTIONS = OptionSchema("coreml export", (
            choices=("w8a8", "weights")),
     Option("author", str, "mmedge", "model metadata: author"),
     Option("version", str, None, "model metadata: version (default: mmedge's)"),
-    Option("license", str, None, "model metadata: license"),
+    Option("license", str, None, f"model metadata: license (default: mmedge's, {DEFAULT_LICENSE})"),
+    Option("description", str, None, "model metadata: short description (default: model, graph, precision)"),
+    Option("decoder_shapes", str, "auto", "the captioner decoders' row axis: enumerated where Core ML allows it "
+           "(auto), enumerated (or fail), or a range", choices=("auto", "enumerated", "range")),
+    Option("beams", list, DEFAULT_BEAMS, "beam widths the decoders are sized for", item=int, minimum=1, maximum=32),
+    Option("default_beam", int, DEFAULT_BEAM, "the decoders' default shape: rows of one image at this beam",
+           minimum=1, maximum=32),
+    Option("max_images", int, DEFAULT_IMAGES, "images per beam-search call the decoders take", minimum=1,
+           maximum=32),
 ))
+
+
+def decoder_rows(graph_name: str, opts: CoreMLOptions) -> tuple[list[int], int]:
+    """Row counts of a decoder graph and its default: decoder_init takes one row per image,
+    decoder_step one per live beam (1..images x beam: beams shrink as hypotheses complete)."""
+    if graph_name == "decoder_init":
+        return list(range(1, opts.max_images + 1)), 1
+    top = opts.max_images * max(opts.beams)
+    if opts.default_beam > top:
+        raise ExportError(f"coreml export option default_beam={opts.default_beam}: more rows than the decoders "
+                          f"take ({top} = max_images x max(beams)); raise beams or max_images")
+    if top > MAX_ENUMERATED and opts.decoder_shapes == "enumerated":
+        raise ExportError(f"coreml export: {top} decoder row counts (max_images x max(beams)); Core ML enumerates "
+                          f"at most {MAX_ENUMERATED} shapes; lower beams/max_images or use decoder_shapes=range")
+    return list(range(1, top + 1)), opts.default_beam
+
+
+def decoder_flexibility(info: "ModelInfo", graph: GraphSpec, opts: CoreMLOptions) -> str | None:
+    """'enumerated' or 'range' for a captioner decoder graph's row axis; None for the other graphs
+    (and when `shapes=enumerated` names the batch sizes of every graph)."""
+    if info.pipeline != "captioner" or graph.name not in DECODER_GRAPHS or opts.shapes == "enumerated":
+        return None
+    if opts.decoder_shapes == "range":
+        return "range"
+    flexible = [k for k in graph.inputs if graph.dynamic_axes.get(k)]
+    top = decoder_rows(graph.name, opts)[0][-1]
+    allowed = ((len(flexible) <= 1 or target_value(opts.deployment_target) >= target_value(MULTI_ENUMERATED_TARGET))
+               and top <= MAX_ENUMERATED)
+    if allowed:
+        return "enumerated"
+    if opts.decoder_shapes == "enumerated":
+        raise ExportError(f"{info.name} graph {graph.name!r}: {len(flexible)} inputs have a flexible row axis "
+                          f"({', '.join(flexible)}); below {MULTI_ENUMERATED_TARGET} Core ML allows enumerated "
+                          f"shapes on one input only; use --option deployment_target={MULTI_ENUMERATED_TARGET} or "
+                          f"decoder_shapes=auto (a range whose default, {opts.default_beam} rows, runs on the "
+                          f"Neural Engine)")
+    return "range"
+
+
+def minimum_os(spec_version: int) -> dict[str, str]:
+    """The OS versions that run a Core ML specification version (7: iOS 16 / macOS 13)."""
+    from mmedge.export.mobile_versions import coreml_minimum_os
+
+    return coreml_minimum_os(spec_version)
 
 
 def target_value(name: str) -> int:
@@ -259,6 +336,8 @@ def _input_types(ct: Any, info: ModelInfo, graph: GraphSpec, feeds: dict[str, to
             raise ExportError(f"{info.name} graph {graph.name!r}: {len(flexible)} inputs have a flexible batch "
                               f"({', '.join(flexible)}); below iOS 18 Core ML allows enumerated shapes on one "
                               f"input only; use --option shapes=range or deployment_target=iOS18")
+    rows_mode = decoder_flexibility(info, graph, opts)
+    rows, default_rows = decoder_rows(graph.name, opts) if rows_mode else ([], 0)
     types = []
     for name, t in feeds.items():
         if image and name == "image":
@@ -271,6 +350,14 @@ def _input_types(ct: Any, info: ModelInfo, graph: GraphSpec, feeds: dict[str, to
         axes = graph.dynamic_axes.get(name, {})
         if not axes:
             shape: Any = tuple(int(d) for d in t.shape)
+        elif rows_mode == "enumerated":
+            shape = ct.EnumeratedShapes(shapes=[[n if i in axes else int(d) for i, d in enumerate(t.shape)]
+                                                for n in rows],
+                                        default=[default_rows if i in axes else int(d) for i, d in enumerate(t.shape)])
+        elif rows_mode == "range":
+            hi = max(rows[-1], opts.axis_max.get("batch", AXIS_MAX["batch"]))
+            shape = ct.Shape([ct.RangeDim(lower_bound=1, upper_bound=hi, default=default_rows) if i in axes
+                              else int(d) for i, d in enumerate(t.shape)])
         elif opts.shapes == "enumerated":
             shapes = [[b if i in axes else int(d) for i, d in enumerate(t.shape)] for b in opts.batches]
             default = [int(d) for d in t.shape]
@@ -356,10 +443,9 @@ def set_metadata(mlmodel: Any, info: ModelInfo, graph: GraphSpec, precision: str
                  image: bool) -> None:
     mlmodel.author = opts.author
     mlmodel.version = opts.version or _version()
-    mlmodel.short_description = (f"{info.name} ({info.config}) graph '{graph.name}', {precision}: "
-                                 f"{info.description}")
-    if opts.license:
-        mlmodel.license = opts.license
+    mlmodel.short_description = opts.description or (f"{info.name} ({info.config}) graph '{graph.name}', "
+                                                     f"{precision}: {info.description}")
+    mlmodel.license = opts.license or DEFAULT_LICENSE
     for name in graph.inputs:
         text = DESCRIPTIONS.get(name, name)
         if image and name == "image":
@@ -377,6 +463,13 @@ def set_metadata(mlmodel: Any, info: ModelInfo, graph: GraphSpec, precision: str
     meta[PREPROCESSING_KEY] = json.dumps(info.preprocessing, sort_keys=True)
     if info.vocabulary is not None and graph.name in DECODER_GRAPHS:
         meta[VOCABULARY_KEY] = json.dumps(info.vocabulary, sort_keys=True, ensure_ascii=False)
+    mode = decoder_flexibility(info, graph, opts)
+    if mode:
+        rows, default = decoder_rows(graph.name, opts)
+        top = max(rows[-1], opts.axis_max.get("batch", AXIS_MAX["batch"]))
+        meta[ROWS_KEY] = json.dumps({"flexibility": mode, "rows": rows if mode == "enumerated" else [1, top],
+                                     "default": default, "beams": list(opts.beams), "max_images": opts.max_images},
+                                    sort_keys=True)
 
 
 def _version() -> str:

@@ -13,8 +13,13 @@ together with the reduced-operator configuration that ORT's build script takes
 (the beam-search loop spelled out: graphs, which output feeds which input,
 start/end tokens, max length), and `test_vectors/` (raw little-endian arrays
 described in `index.json`: inputs, expected outputs, expected tokens) so an
-app's own implementation can be checked on the device. `manifest.json` lists the
-sha256 of every other file; `README.md` says all this to the app developer.
+app's own implementation can be checked on the device, with a per-step beam trace
+(`beam.trace.*`, recorded by `beam_search(trace=...)` on the artifact's graphs) and
+preprocessing vectors from an RGBA image that is not the model's size. `manifest.json`
+lists the sha256 and size of every other file and the minimum OS / runtime versions;
+`MODEL_CARD.md`, `LICENSE`, a label file per classifier head and `README.md` (Kotlin and
+Swift feeds) are for the app developer. `ports/js/` in the repository is a second
+implementation (JavaScript, onnxruntime-node) that replays a bundle's vectors.
 
 The zip is written to a temporary file next to `--out` and renamed into place
 (`os.replace`): a failed packaging leaves nothing. Entries are sorted and dated
@@ -35,6 +40,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -48,8 +54,10 @@ import numpy as np
 
 from mmedge.atomic import atomic_path
 from mmedge.errors import ArtifactError, CheckFailedError, InputError, ParityError, require
+from mmedge.export.mobile_versions import add_ort_requirements, check_ort_versions
 from mmedge.export.package import PackageRequest, register_packager
 from mmedge.runtime.decode import DEFAULT_MAX_LEN
+from mmedge.runtime.parity import SCORE_TOLERANCE
 from mmedge.runtime.manifest import (MANIFEST, GraphEntry, Manifest, artifact_file, load_npz, load_test_vectors,
                                     read_manifest, sha256_file)
 from mmedge.runtime.schema import (MAX_JSON_BYTES, check_relpath, inside, load_schema, parse_json, path_problem,
@@ -118,7 +126,10 @@ def convert_to_ort(onnx_dir: Path, out_dir: Path, type_reduction: bool = True) -
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log):
-            convert_onnx_models_to_ort(onnx_dir, output_dir=out_dir, optimization_styles=[OptimizationStyle.Fixed],
+            # Fixed: CPU-EP optimisations baked in (FusedConv/FusedGemm...); Runtime: `.with_runtime_opt.ort`,
+            # basic optimisations only, the rest replayed at load time: for NNAPI/XNNPACK/CoreML EPs
+            convert_onnx_models_to_ort(onnx_dir, output_dir=out_dir,
+                                       optimization_styles=[OptimizationStyle.Fixed, OptimizationStyle.Runtime],
                                        target_platform="arm", enable_type_reduction=type_reduction)
     except Exception as e:  # ORT's converter: one line naming the failing model (it prints which)
         failing = [ln for ln in log.getvalue().splitlines() if ln.startswith("Error converting")]
@@ -129,8 +140,11 @@ def convert_to_ort(onnx_dir: Path, out_dir: Path, type_reduction: bool = True) -
         raise InputError(f"ONNX Runtime did not write {config.name}")
     # its comments name the models by absolute (temporary) path: make them bundle-relative
     prefix = str(out_dir.resolve().parent) + os.sep
-    text = config.read_text(encoding="utf-8").replace(prefix, "")
-    config.write_text(text, encoding="utf-8")
+    for c in (config, config.with_suffix(".with_runtime_opt.config")):
+        if c.is_file():  # the Runtime style also lists its temporary fixed-style conversion: name it stably
+            text = re.sub(r"(?m)^# - .*?\.without_runtime_opt[/\\](.*)$", r"# - (fixed style, for the config) \1",
+                          c.read_text(encoding="utf-8").replace(prefix, ""))
+            c.write_text(text, encoding="utf-8")
     return config
 
 
@@ -174,14 +188,49 @@ def _decoding(model: str, m: Manifest, files: dict[str, dict[str, str]]) -> dict
             "caption: the words of the tokens (vocabulary.json maps word -> id), without <start>/<end>/<pad>",
         ],
         "scores": "sums of log-probabilities (natural log), <end> included",
-        "reference": "mmedge.runtime.decode.beam_search (numpy); test_vectors/index.json holds expected tokens",
+        "score_arithmetic": "float32: each step adds decoder_step's float32 log_probs to the float32 running score "
+                            "(one float32 rounding per step, as numpy float32 + float32); nothing is accumulated in "
+                            "float64. JavaScript: Math.fround(score + logp); Kotlin/Swift: Float",
+        "tolerance": {"scores": f"|score - expected| <= {SCORE_TOLERANCE} x max(1, |expected|) (fp32 graphs); "
+                                f"tokens, source rows and words must be equal",
+                      "score_relative": SCORE_TOLERANCE,
+                      "note": "a port on another ONNX Runtime build may see log_probs differ by ~1e-7; only a "
+                              "near-tie (two candidates closer than that) may then legitimately flip"},
+        "tie_breaking": [
+            "top-k per image over the flattened candidates (live beams x vocabulary, row-major: index = "
+            "row * V + word): larger score first; equal scores: the lower flat index first (lower source row, "
+            "then lower word id)",
+            "final choice: the highest score among the completed hypotheses, in completion order (earlier step "
+            "first, then rank within the step); equal scores: the first completed wins. Only when none "
+            "completed: the highest-scoring live beam, equal scores: the first in rank order",
+        ],
+        "tokens_padding": "test_vectors/beam.tokens.bin is int64 [images, max_length]: each row holds the chosen "
+                          "tokens (without <start> and <end>) followed by -1 padding; drop every -1",
+        "caption_text": "words of the tokens joined by single spaces; <start>, <end> and <pad> are dropped, <unk> is "
+                        "kept and shown literally as '<unk>'",
+        "trace": {"what": "test_vectors/beam.trace.*: every step of the reference beam search on the bundle's "
+                          "graphs (see test_vectors/index.json beam_trace)",
+                  "arrays": {"beam.trace.rows": "int32 [steps]: rows fed to decoder_step at each step (live beams "
+                                                "of all images, grouped by image in image order)",
+                             "beam.trace.step": "int32 [N]: the step (0-based) of each chosen candidate",
+                             "beam.trace.image": "int32 [N]: its image",
+                             "beam.trace.source_row": "int32 [N]: the decoder_step input row it extends (index "
+                                                      "into that step's rows)",
+                             "beam.trace.word": "int64 [N]: the word chosen (end_token: a completed hypothesis)",
+                             "beam.trace.score": "float32 [N]: its running score"},
+                  "order": "by step, then image, then rank (best first): the k candidates kept for each image "
+                           "with live beams, <end> ones included"},
+        "reference": "mmedge.runtime.decode.beam_search (numpy); test_vectors/index.json holds expected tokens; "
+                     "a second implementation: ports/js/decoder.mjs in the mmedge repository (onnxruntime-node)",
     }
 
 
 def _write_vectors(dest: Path, vectors: dict[str, np.ndarray], m: Manifest,
                    image_vectors: dict[str, np.ndarray] | None, vocab: dict[str, int] | None,
-                   precisions: dict[str, str]) -> None:
-    """Raw little-endian arrays + index.json (inputs, expected outputs, expected tokens)."""
+                   precisions: dict[str, str], trace: dict[str, Any] | None = None,
+                   prep: dict[str, Any] | None = None) -> None:
+    """Raw little-endian arrays + index.json (inputs, expected outputs, expected tokens, the
+    per-step beam trace, preprocessing vectors)."""
     from mmedge.runtime.parity import TOLERANCE
 
     dest.mkdir(parents=True)
@@ -189,7 +238,8 @@ def _write_vectors(dest: Path, vectors: dict[str, np.ndarray], m: Manifest,
                              "criterion": "per output: max |got - expected| <= tolerance x max |expected| "
                                           "(int8: cosine similarity >= 0.9)",
                              "tolerance": dict(TOLERANCE)}
-    sets = {"": vectors, "image.": image_vectors or {}}
+    sets = {"": {**vectors, **(trace or {}).get("arrays", {}), **(prep or {}).get("arrays", {})},
+            "image.": image_vectors or {}}
     for prefix, arrays in sets.items():
         for key in sorted(arrays):
             arr = np.ascontiguousarray(arrays[key])
@@ -202,18 +252,103 @@ def _write_vectors(dest: Path, vectors: dict[str, np.ndarray], m: Manifest,
                                    "expected": [f"{g.name}.{t.name}" for t in g.outputs]}
     if "beam.tokens" in vectors:
         words = {i: w for w, i in (vocab or {}).items()}
+        hidden = {(vocab or {}).get(s) for s in ("<start>", "<end>", "<pad>")}
 
         def tokens(v: dict[str, np.ndarray]) -> dict[str, Any]:
             rows = [[int(t) for t in row if t >= 0] for row in v["beam.tokens"]]
             return {"images": "beam.image", "beam_size": int(v["beam.settings"][0]),
                     "max_length": int(v["beam.settings"][1]), "expected_tokens": rows,
                     "expected_scores": [float(s) for s in v["beam.scores"]],
-                    "expected_captions": [" ".join(words.get(t, "?") for t in r) for r in rows]}
+                    "expected_captions": [" ".join(words.get(t, "?") for t in r if t not in hidden) for r in rows],
+                    "tokens_padding": "beam.tokens.bin rows end with -1 padding (dropped here)"}
 
         index["beam_search"] = tokens(vectors)
         if image_vectors and "beam.tokens" in image_vectors:
             index["beam_search_on_pixels"] = {**tokens(image_vectors), "images": "image.beam.pixels (uint8 HxWx3)"}
+    if trace:
+        index["beam_trace"] = {k: v for k, v in trace.items() if k != "arrays"}
+        index["beam_trace"]["arrays"] = sorted(trace["arrays"])
+    if prep:
+        index["preprocessing"] = {k: v for k, v in prep.items() if k != "arrays"}
+        index["preprocessing"]["arrays"] = sorted(prep["arrays"])
     (dest / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _beam_trace(root: Path, m: Manifest, vectors: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """The reference beam search on the artifact's own graphs, step by step (beam.trace.* arrays)."""
+    if m.pipeline != "captioner" or "beam.tokens" not in vectors:
+        return None
+    from mmedge.runtime.decode import beam_search
+    from mmedge.runtime.pipelines import load
+
+    pipe = load(root, "onnxruntime")
+    beam, max_len = (int(v) for v in vectors["beam.settings"])
+    feats = pipe.encode(vectors["beam.image"])
+    init = pipe.sessions["decoder_init"].run({"features": feats})
+    steps: list[Any] = []
+    hyps = beam_search(pipe.sessions["decoder_step"], feats, init["att1"], init["h"], init["c"],
+                       pipe.vocab.start, pipe.vocab.end, beam, max_len, trace=steps)
+    cols: dict[str, list[Any]] = {"step": [], "image": [], "source_row": [], "word": [], "score": []}
+    for t, (_, per_image) in enumerate(steps):
+        for image, src, words, scores in per_image:
+            n = len(words)
+            cols["step"] += [t] * n
+            cols["image"] += [image] * n
+            cols["source_row"] += [int(r) for r in src]
+            cols["word"] += [int(w) for w in words]
+            cols["score"] += [float(x) for x in scores]
+    arrays = {"beam.trace.rows": np.array([r for r, _ in steps], np.int32),
+              "beam.trace.step": np.array(cols["step"], np.int32),
+              "beam.trace.image": np.array(cols["image"], np.int32),
+              "beam.trace.source_row": np.array(cols["source_row"], np.int32),
+              "beam.trace.word": np.array(cols["word"], np.int64),
+              "beam.trace.score": np.array(cols["score"], np.float32)}
+    return {"arrays": arrays, "images": "beam.image", "beam_size": beam, "max_length": max_len,
+            "steps": len(steps), "recorded_with": f"mmedge.runtime.decode.beam_search on the {m.format} "
+                                                  f"{m.precision} graphs (ONNX Runtime, CPU)",
+            "tokens": [h.tokens for h in hyps], "scores": [float(h.score) for h in hyps],
+            "finished": [bool(h.finished) for h in hyps],
+            "format": "see decoding.json trace: per step the rows fed, then per image the k kept candidates "
+                      "(source row, word, float32 score), best first"}
+
+
+PREP_SOURCE = (53, 97)  # height, width of the synthetic preprocessing image: not square, not the model's size
+
+
+def _preprocess_vectors(m: Manifest) -> dict[str, Any] | None:
+    """An RGBA image that is not the model's size, the 8-bit RGB after flattening and resizing, and
+    the normalised tensor: what mmedge.runtime.image.preprocess_image does, as arrays."""
+    pre = m.preprocessing
+    if pre.get("kind") != "image":
+        return None
+    from PIL import Image
+
+    from mmedge.runtime.image import as_rgb_array, preprocess_image
+
+    size = int(pre["image_size"])
+    h, w = PREP_SOURCE
+    if (h, w) == (size, size):
+        h += 1
+    rng = np.random.default_rng(20)
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgba = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) % 256,
+                     np.where(xx < w // 2, 255, (yy * 255) // max(h - 1, 1))], axis=-1).astype(np.int64)
+    rgba = np.clip(rgba + rng.integers(-20, 21, rgba.shape) * (np.arange(4) < 3), 0, 255).astype(np.uint8)
+    flat = as_rgb_array(rgba)  # alpha composited onto white
+    rgb = np.asarray(Image.fromarray(flat).resize((size, size), Image.BILINEAR))
+    image = preprocess_image(rgba, pre)[None]
+    return {"arrays": {"preprocess.source_rgba": rgba, "preprocess.flattened_rgb": flat,
+                       "preprocess.resized_rgb": rgb, "preprocess.image": image},
+            "source": f"preprocess.source_rgba: uint8 [{h}, {w}, 4], a synthetic RGBA image (left half opaque, "
+                      f"right half alpha ramping 0..255 top to bottom)",
+            "steps": ["preprocess.flattened_rgb: alpha composited onto opaque white (PIL Image.alpha_composite, "
+                      "uint8 rounding), then RGB",
+                      f"preprocess.resized_rgb: resized to {size}x{size} with PIL's Image.resize(BILINEAR): "
+                      f"antialiased (a triangle filter whose support widens with the downscale factor), uint8",
+                      "preprocess.image: float32 [1, 3, S, S]: x = rgb * scale; (x - mean) / std per channel, NCHW"],
+            "tolerance": {"preprocess.image from preprocess.resized_rgb": "max |diff| <= 1e-5 (float32 arithmetic)",
+                          "preprocess.resized_rgb": "exact with Pillow's resize; other resizers differ by "
+                                                    "several levels (see preprocessing.json)"}}
 
 
 def read_vectors(root: Path, folder: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -271,12 +406,88 @@ The captioner's encoder takes a pixel buffer (RGB, the model's size) unless it w
 
 ## Android (ONNX Runtime)
 
-`android/<model>/*.ort` are ONNX Runtime mobile-format models (optimised for ARM, fixed
-optimisations, CPU execution provider). Use them with `onnxruntime-android`, or build a smaller
-runtime that contains only the operators they use:
+`android/<model>/<graph>.ort` are ONNX Runtime mobile-format models with fixed optimisations for
+ARM baked in (FusedConv/FusedGemm contrib ops): use them with the CPU execution provider.
+`android/<model>/<graph>.with_runtime_opt.ort` (ORT's "Runtime" optimisation style: basic
+optimisations only, the rest replayed at load time on what the EP leaves to the CPU) are for the
+NNAPI, XNNPACK and CoreML execution providers; set the session option
+`session.enable_saved_runtime_optimizations=1` for them (`manifest.json`:
+`models.<model>.android.runtime_optimized`).
+
+Runtime versions (`manifest.json` `requirements.android.ort`): the files are ORT format version N
+(their header), written by the onnxruntime release named there; releases older than
+`format_readable_from` cannot read them, and only the writing release has run them. Use
+`onnxruntime-android` of that release or newer, or build a smaller runtime from that same release
+that contains only the operators they use:
 
     ./build.sh --android --minimal_build --include_ops_by_config android/{ort_config} \\
         --enable_reduced_operator_type_support ...
+
+(runtime-optimised models: `required_operators_and_types.with_runtime_opt.config`).
+
+## The captioner's feeds on each platform (the same as decoding.json)
+
+| graph | input | shape | dtype (Android / iOS) |
+| --- | --- | --- | --- |
+| encoder | image | [B, 3, S, S] (iOS pixel-buffer builds: an S x S RGB image) | float32 |
+| decoder_init | features | [B, P, C] = encoder.features [B, s, s, C] reshaped | float32 |
+| decoder_step | features, att1 | [rows, P, C], [rows, P, A]: the row's image | float32 |
+| decoder_step | prev_word | [rows] | int64 / int32 |
+| decoder_step | h, c | [rows, D] | float32 |
+
+Outputs of decoder_step: log_probs [rows, V], h_next, c_next [rows, D], alpha [rows, P]. Running
+scores are float32 sums; ties go to the lower index (decoding.json: tie_breaking).
+
+Kotlin (onnxruntime-android), one decoder_step:
+
+```kotlin
+val env = OrtEnvironment.getEnvironment()
+val step = env.createSession(File(dir, "android/captioner/decoder_step.ort").readBytes())
+val feeds = mapOf(
+    "features" to OnnxTensor.createTensor(env, FloatBuffer.wrap(features), longArrayOf(rows, P, C)),
+    "att1" to OnnxTensor.createTensor(env, FloatBuffer.wrap(att1), longArrayOf(rows, P, A)),
+    "prev_word" to OnnxTensor.createTensor(env, LongBuffer.wrap(prevWords), longArrayOf(rows)),
+    "h" to OnnxTensor.createTensor(env, FloatBuffer.wrap(h), longArrayOf(rows, D)),
+    "c" to OnnxTensor.createTensor(env, FloatBuffer.wrap(c), longArrayOf(rows, D)))
+step.run(feeds).use {{ out ->
+    val logProbs = (out.get("log_probs").get() as OnnxTensor).floatBuffer  // [rows, V]
+    val hNext = (out.get("h_next").get() as OnnxTensor).floatBuffer
+    val cNext = (out.get("c_next").get() as OnnxTensor).floatBuffer
+}}
+```
+
+Swift (onnxruntime-objc with the same .ort files; Core ML packages take the same names with
+prev_word as Int32):
+
+```swift
+let env = try ORTEnv(loggingLevel: .warning)
+let step = try ORTSession(env: env, modelPath: dir + "/android/captioner/decoder_step.ort", sessionOptions: nil)
+func tensor(_ data: NSMutableData, _ type: ORTTensorElementDataType, _ shape: [NSNumber]) throws -> ORTValue {{
+    try ORTValue(tensorData: data, elementType: type, shape: shape)
+}}
+let out = try step.run(withInputs: [
+    "features": tensor(features, .float, [rows, P, C]), "att1": tensor(att1, .float, [rows, P, A]),
+    "prev_word": tensor(prevWords, .int64, [rows]),  // Int64 values
+    "h": tensor(h, .float, [rows, D]), "c": tensor(c, .float, [rows, D])],
+    outputNames: ["log_probs", "h_next", "c_next", "alpha"], runOptions: nil)
+let logProbs = try out["log_probs"]!.tensorData()  // Float32, [rows, V]
+```
+
+With Vision and Core ML on iOS: `request.imageCropAndScaleOption = .scaleFill` (the default
+`.centerCrop` changes every caption of a non-square photo; see preprocessing.json).
+
+A complete second implementation of the beam search, in JavaScript on onnxruntime-node (the API of
+onnxruntime-web and onnxruntime-react-native), is `ports/js/decoder.mjs` in the mmedge
+repository; `node ports/js/replay.mjs <unzipped bundle>` replays every test vector and the
+per-step beam trace (`test_vectors/beam.trace.*`) with nothing but this bundle's files.
+
+## Versions and what has run where
+
+`manifest.json` `requirements` and `MODEL_CARD.md` give the minimum versions read from the files
+(Core ML specification version, ORT format version and the onnxruntime release that wrote them),
+`sizes` the bytes of every file. Checked while packaging and in mmedge's CI: the ONNX Runtime
+test vectors (Python, and the JavaScript port on onnxruntime-node). Not run on any phone: Android,
+iOS, NNAPI, Core ML on the Neural Engine.
 """
 
 
@@ -336,7 +547,9 @@ def _stage(models: dict[str, dict[str, tuple[Path, Manifest]]], stage: Path, typ
         (d / "preprocessing.json").write_text(json.dumps(_preprocessing_doc(m, per), indent=2, sort_keys=True)
                                               + "\n", encoding="utf-8")
         entry.update({"config": m.config, "pipeline": m.pipeline, "preprocessing": f"{model}/preprocessing.json",
-                      "test_vectors": f"{model}/test_vectors", "extra": m.extra, "model_config": m.model_config})
+                      "test_vectors": f"{model}/test_vectors", "model_config": m.model_config,
+                      # extra.test_vectors names the artifact's npz, which is not in the zip
+                      "extra": {k: v for k, v in m.extra.items() if k != "test_vectors"}})
         if m.vocabulary is not None:
             (d / "vocabulary.json").write_text(json.dumps(m.vocabulary, indent=1, sort_keys=True, ensure_ascii=False)
                                                + "\n", encoding="utf-8")
@@ -344,6 +557,13 @@ def _stage(models: dict[str, dict[str, tuple[Path, Manifest]]], stage: Path, typ
         if m.labels:
             (d / "labels.json").write_text(json.dumps(m.labels, indent=1) + "\n", encoding="utf-8")
             entry["labels"] = f"{model}/labels.json"
+        heads = _head_labels(m)
+        if heads:
+            entry["head_labels"] = {}
+            for head, (labels, named) in heads.items():
+                rel = f"{model}/labels.{head}.json"
+                (d / f"labels.{head}.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+                entry["head_labels"][head] = {"file": rel, "named": named}
         if m.pipeline == "captioner":
             (d / "decoding.json").write_text(json.dumps(_decoding(model, m, files), indent=2) + "\n",
                                              encoding="utf-8")
@@ -351,8 +571,10 @@ def _stage(models: dict[str, dict[str, tuple[Path, Manifest]]], stage: Path, typ
         image = None
         if "ios" in per and (per["ios"][0] / "image_vectors.npz").is_file():
             image = load_npz(artifact_file(per["ios"][0], "image_vectors.npz", "test vectors"))
-        _write_vectors(d / "test_vectors", _vectors(*base), m, image, m.vocabulary,
-                       {p: pm.precision for p, (_, pm) in per.items()})
+        vectors = _vectors(*base)
+        trace = _beam_trace(*per["android"], vectors) if "android" in per else None
+        _write_vectors(d / "test_vectors", vectors, m, image, m.vocabulary,
+                       {p: pm.precision for p, (_, pm) in per.items()}, trace, _preprocess_vectors(m))
         doc[model] = entry
     if has_android:
         config = convert_to_ort(onnx_src, stage / "android", type_reduction)
@@ -363,16 +585,54 @@ def _stage(models: dict[str, dict[str, tuple[Path, Manifest]]], stage: Path, typ
     return doc
 
 
+def _head_labels(m: Manifest) -> dict[str, tuple[list[str], bool]]:
+    """A label list per classifier head (an output `X` with `n_X` classes in the model config):
+    the manifest's labels for the class output, index labels (`X_0`, ...) where the model has no names."""
+    out: dict[str, tuple[list[str], bool]] = {}
+    class_output = m.extra.get("class_output")
+    for g in m.graphs:
+        for t in g.outputs:
+            n = m.model_config.get(f"n_{t.name}")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                continue
+            if t.name == class_output and m.labels and len(m.labels) == n:
+                out[t.name] = (list(m.labels), True)
+            else:
+                out[t.name] = ([f"{t.name}_{i}" for i in range(n)], False)
+    return out
+
+
 def _preprocessing_doc(m: Manifest, per: dict[str, tuple[Path, Manifest]]) -> dict[str, Any]:
     pre = dict(m.preprocessing)
     doc: dict[str, Any] = {"parameters": pre}
     kind = pre.get("kind")
     if kind == "image":
         size = pre["image_size"]
-        doc["steps"] = [f"decode to RGB (8-bit; grayscale/RGBA converted), resize to {size}x{size} (bilinear)",
+        doc["steps"] = [f"decode to 8-bit RGB: grayscale is repeated to 3 channels; transparency (RGBA, LA, "
+                        f"palette with transparency) is composited onto opaque white; 16-bit grayscale is "
+                        f"stretched min..max to 0..255",
+                        "EXIF orientation is NOT applied: the pixels are used as stored in the file (a phone "
+                        "photo whose EXIF says 'rotate 90' is captioned sideways, as mmedge captions it); an app "
+                        "that shows the photo upright should pass the pixels as stored to match mmedge, or "
+                        "rotate deliberately (and accept captions that differ from the test vectors)",
+                        f"resize to {size}x{size} ignoring the aspect ratio (stretch, no crop) with Pillow's "
+                        f"Image.resize(..., Image.BILINEAR): antialiased bilinear (a triangle filter whose support "
+                        f"grows with the downscale factor), rounded to 8 bits; not done when the image is already "
+                        f"{size}x{size}. JPEGs at least 4x the size on both sides are first decoded at reduced "
+                        f"size by libjpeg (DCT scaling, never below 2x the size)",
                         f"x = pixel * {pre.get('scale', 1 / 255)}; x = (x - mean) / std per channel "
-                        f"(mean {pre['mean']}, std {pre['std']})",
+                        f"(mean {pre['mean']}, std {pre['std']}), float32 arithmetic",
                         "layout NCHW float32: [1, 3, H, W]"]
+        doc["resize_on_devices"] = {
+            "expected": "Pillow's antialiased bilinear (test_vectors: preprocess.* shows one image through every "
+                        "step)",
+            "android": "Bitmap.createScaledBitmap(filter=true) is plain bilinear (2x2 taps, no antialiasing) and "
+                       "does not reproduce it when downscaling by more than 2x; scale in steps of at most 2x or "
+                       "port Pillow's resample, and check against preprocess.resized_rgb",
+            "ios": "vImageScale_ARGB8888 (Lanczos) does not reproduce it either. With Vision "
+                   "(VNCoreMLRequest) set imageCropAndScaleOption = .scaleFill: the default .centerCrop crops "
+                   "the middle square and silently changes every caption of a non-square photo",
+            "measured": "the test vectors are the only check; nothing here ran on a phone"}
         if "ios" in per and (per["ios"][0] / "image_vectors.npz").is_file():
             doc["ios"] = (f"the Core ML encoder takes the {size}x{size} RGB pixel buffer itself; scale, mean and std "
                           f"are inside the model (only resize)")
@@ -406,6 +666,130 @@ def _zip(stage: Path, out: Path) -> None:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
+LICENSE_TEXT = """MIT License
+
+Copyright (c) the mmedge authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+"""
+COREML_SPEC_IOS = {4: "13", 5: "14", 6: "15", 7: "16", 8: "17", 9: "18"}  # Core ML spec version -> iOS
+
+
+def _coreml_spec_version(pkg: Path) -> int | None:
+    """specificationVersion (field 1, a varint) of an mlpackage's model.mlmodel protobuf."""
+    spec = pkg / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    try:
+        head = spec.read_bytes()[:12]
+    except OSError:
+        return None
+    if not head or head[0] != 0x08:
+        return None
+    value, shift = 0, 0
+    for b in head[1:]:
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value
+    return None
+
+
+def _ort_format_version(path: Path) -> str | None:
+    try:
+        from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
+
+        return InferenceSession.GetRootAsInferenceSession(path.read_bytes(), 0).OrtVersion().decode()
+    except Exception:  # noqa: BLE001 - informational; an unreadable header leaves it unstated
+        return None
+
+
+def _requirements(stage: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """Minimum OS / runtime versions, read from the files themselves and the tools that wrote them."""
+    from mmedge.export.artifact import tool_versions
+
+    out: dict[str, Any] = {}
+    specs = {v for e in doc.values() if "ios" in e for g in e["ios"]["graphs"]
+             if (v := _coreml_spec_version(stage / g["file"])) is not None}
+    if specs:
+        spec = max(specs)
+        out["ios"] = {"coreml_spec_version": spec, "minimum_ios": COREML_SPEC_IOS.get(spec, f"spec {spec}"),
+                      "note": "Core ML specification version of the .mlpackage files (7 = iOS 16 / macOS 13)"}
+    orts = {v for e in doc.values() if "android" in e for g in e["android"]["graphs"]
+            if (v := _ort_format_version(stage / g["file"])) is not None}
+    if any("android" in e for e in doc.values()):
+        ort = tool_versions("onnxruntime").get("onnxruntime", "")
+        out["android"] = {
+            "ort_format_version": ",".join(sorted(orts)) or None, "written_by_onnxruntime": ort or None,
+            "minimum_onnxruntime_android": ort or None,
+            "note": f"the .ort files were written by onnxruntime {ort or '?'} (ORT format version "
+                    f"{','.join(sorted(orts)) or '?'}): use onnxruntime-android / onnxruntime-objc / "
+                    f"onnxruntime-react-native {ort or '?'} or newer; a reduced-operator build "
+                    f"(required_operators_and_types.config) must be built from that same release. Older "
+                    f"releases may read them (onnxruntime-node 1.30 does, in mmedge's CI) but are not "
+                    f"guaranteed to. Android API level: the minSdkVersion of that onnxruntime-android release"}
+    return out
+
+
+def _model_card(models: dict[str, dict[str, tuple[Path, Manifest]]], doc: dict[str, Any],
+                requirements: dict[str, Any]) -> str:
+    """MODEL_CARD.md: what each model is, its data, vocabulary, metrics and precision per platform,
+    from the artifacts' manifests and a parity run of the ONNX graphs at packaging time."""
+    from mmedge.export.artifact import tool_versions
+
+    lines = ["# Model card", "", f"Bundle written by mmedge {tool_versions()['mmedge']}. Everything below comes "
+             "from the artifacts' manifests and from checks run while packaging; nothing here ran on a phone.", ""]
+    for model, per in sorted(models.items()):
+        m = next(iter(per.values()))[1]
+        lines += [f"## {model} ({m.config})", "", f"* pipeline: {m.pipeline}"]
+        cal = m.extra.get("calibration")
+        lines.append("* training data: not recorded in the artifact's manifest (see the model's own documentation)"
+                     + (f"; int8 calibration data: {json.dumps(cal)[:300]}" if cal else ""))
+        if m.vocabulary is not None:
+            lines.append(f"* vocabulary: {len(m.vocabulary)} words (`{model}/vocabulary.json`, word -> id)")
+        for head, info in sorted(doc[model].get("head_labels", {}).items()):
+            lines.append(f"* output `{head}`: labels in `{info['file']}`"
+                         + ("" if info["named"] else " (index labels: the model config names no classes for it)"))
+        rep = m.extra.get("int8_report")
+        lines.append(f"* metrics: int8 report of the export: {json.dumps(rep)[:600]}" if rep else
+                     "* metrics: none recorded in the manifest (no evaluation was run on real data by the export)")
+        for platform, (root, pm) in sorted(per.items()):
+            effect = "not measured here (Core ML predictions need macOS)"
+            if platform == "android":
+                try:
+                    from mmedge.runtime.parity import check
+                    from mmedge.runtime.pipelines import load
+
+                    r = check(load(root, "onnxruntime"))
+                    worst = max((x.max_rel for x in r.outputs), default=0.0)
+                    effect = (f"on the test vectors (random inputs) vs the PyTorch fp32 reference: max relative "
+                              f"error {worst:.2e}" + (f", beam tokens equal {r.beam['tokens_equal']}" if r.beam else ""))
+                except Exception as e:  # noqa: BLE001 - the card states the failure rather than hiding the bundle
+                    effect = f"parity run failed while packaging ({e.__class__.__name__})"
+            lines.append(f"* {platform}: {pm.format} {pm.precision}; measured effect: {effect}")
+        lines.append("")
+    lines += ["## Minimum versions", ""]
+    for platform, req in sorted(requirements.items()):
+        lines.append(f"* {platform}: " + "; ".join(f"{k} {v}" for k, v in req.items() if k != "note" and v))
+        lines.append(f"  ({req['note']})")
+    lines += ["", "License: MIT (`LICENSE`).", ""]
+    return "\n".join(lines)
+
+
 def build(req: PackageRequest) -> Path:
     out = Path(req.out)
     if out.suffix.lower() != ".zip":
@@ -422,10 +806,16 @@ def build(req: PackageRequest) -> Path:
         (stage / "README.md").write_text(_readme(models, ort_config), encoding="utf-8")
         from mmedge.export.artifact import tool_versions
 
+        requirements = _requirements(stage, doc)
+        add_ort_requirements(stage, doc, requirements)  # ORT format floor, runtime-optimised models, min iOS
+        (stage / "MODEL_CARD.md").write_text(_model_card(models, doc, requirements), encoding="utf-8")
+        (stage / "LICENSE").write_text(LICENSE_TEXT, encoding="utf-8")
+        listed = [p for p in sorted(stage.rglob("*")) if p.is_file()]
         manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
                     "tools": tool_versions("onnxruntime", "coremltools"), "models": doc,
-                    "files": {p.relative_to(stage).as_posix(): sha256_file(p)
-                              for p in sorted(stage.rglob("*")) if p.is_file()}}
+                    "requirements": requirements,
+                    "sizes": {p.relative_to(stage).as_posix(): p.stat().st_size for p in listed},
+                    "files": {p.relative_to(stage).as_posix(): sha256_file(p) for p in listed}}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _zip(stage, out)
     return out
@@ -608,6 +998,7 @@ def verify(bundle: Path) -> list[Any]:
         root = Path(work) / "bundle"
         root.mkdir()
         doc = extract(bundle, root)
+        check_ort_versions(root, doc, str(bundle))  # each .ort's header: the format version the manifest states
         for model, entry in sorted(doc["models"].items()):
             try:
                 plain, image = read_vectors(root, entry["test_vectors"])

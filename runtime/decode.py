@@ -117,6 +117,7 @@ class BeamSearchDecoder:
 
     def __init__(self, n_images: int, beam: int, end: int, n_pixels: int) -> None:
         self.end = end
+        self.trace: list | None = None  # a list: update() appends each step's choices (see beam_search)
         self.beams = [_ImageBeams(beam, np.zeros((1, 0), np.int64), np.zeros((1, 0, n_pixels), np.float32),
                                   np.zeros(1, np.float32)) for _ in range(n_images)]
 
@@ -132,7 +133,8 @@ class BeamSearchDecoder:
         src: list[np.ndarray] = []
         words: list[np.ndarray] = []
         offset = 0
-        for b in self.beams:
+        step_trace = None if self.trace is None else []
+        for i, b in enumerate(self.beams):
             if b.k == 0:
                 continue
             live = b.seqs.shape[0]
@@ -142,6 +144,8 @@ class BeamSearchDecoder:
             seqs = np.concatenate([b.seqs[prev], nxt[:, None]], axis=1)
             alphas = np.concatenate([b.alphas[prev], alpha[offset + prev][:, None]], axis=1)
             top_scores = scores[top]
+            if step_trace is not None:
+                step_trace.append((i, offset + prev, nxt, top_scores))
             ended = nxt == self.end
             for j in np.flatnonzero(ended):
                 b.complete.append(Hypothesis(seqs[j, :-1].tolist(), float(top_scores[j]), alphas[j], True))
@@ -151,6 +155,8 @@ class BeamSearchDecoder:
             src.append(offset + prev[keep])
             words.append(nxt[keep])
             offset += live
+        if step_trace is not None:
+            self.trace.append((log_probs.shape[0], step_trace))
         if not src:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(src), np.concatenate(words)
@@ -166,12 +172,18 @@ class BeamSearchDecoder:
 
 
 def beam_search(step_session: Session, features: np.ndarray, att1: np.ndarray, h: np.ndarray, c: np.ndarray,
-                start: int, end: int, beam: int = 3, max_len: int = DEFAULT_MAX_LEN, length_norm: bool = False
-                ) -> list[Hypothesis]:
+                start: int, end: int, beam: int = 3, max_len: int = DEFAULT_MAX_LEN, length_norm: bool = False,
+                trace: list | None = None) -> list[Hypothesis]:
     """Decode a batch: features [B, P, C], att1 [B, P, A], h/c [B, D] from decoder_init.
 
     `max_len`: decoding steps at most (generated tokens, `<end>` included); `<end>` chosen at the
     last step still finishes its hypothesis, as in the tutorial.
+
+    `trace` (optional, for checking other implementations step by step): a list to which every
+    step appends `(rows, [(image, source_rows, words, scores), ...])`: the rows fed to
+    decoder_step, then per image with live beams its k chosen candidates, best first (ties: lower
+    flat index first), `<end>` candidates included; source rows index that step's input rows,
+    scores are the float32 sums. Without it nothing is recorded.
     """
     if beam < 1:
         raise InputError(f"beam must be >= 1, got {beam}")
@@ -179,6 +191,7 @@ def beam_search(step_session: Session, features: np.ndarray, att1: np.ndarray, h
         raise InputError(f"max_len must be >= 1, got {max_len}")
     model = StepModel(step_session, features, att1, h, c)
     decoder = BeamSearchDecoder(features.shape[0], beam, end, features.shape[1])
+    decoder.trace = trace
     prev = np.full(features.shape[0], start, dtype=np.int64)
     try:
         for t in range(max_len):

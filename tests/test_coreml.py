@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,7 +67,9 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     the tensor-input encoder (the option)."""
     out = tmp_path_factory.mktemp("coreml-more")
     res = {f"{name}-int8": export(name, out / "int8", "int8", weight_threshold=0) for name in ("captioner", "soundnet")}
-    res["captioner-fp32"] = res["captioner-tensor"] = export("captioner", out / "fp32", "fp32", encoder_input="tensor")
+    # max_images=4: the macOS beam test decodes the goldens' 4 images at once
+    res["captioner-fp32"] = res["captioner-tensor"] = export("captioner", out / "fp32", "fp32", encoder_input="tensor",
+                                                             max_images=4)
     return res
 
 
@@ -121,8 +124,57 @@ def test_decoder_graphs_take_flexible_batches(fp16: dict[str, Path]) -> None:
     for name, rest in {"features": [(196, 196), (64, 64)], "att1": [(196, 196), (16, 16)],
                        "h": [(24, 24)], "c": [(24, 24)], "prev_word": []}.items():
         assert step.input(name)["ranges"] == [(1, 256)] + rest, name
+        assert step.input(name)["shape"][0] == 3, name  # default: beam 3, the shape the Neural Engine runs
     assert step.input("prev_word")["dtype"] == "int32"  # Core ML has no int64; the session casts
-    assert describe_package(pkg(fp16["captioner"], "decoder_init")).input("features")["ranges"][0] == (1, 256)
+    # one flexible input: enumerated on every target (1..max_images rows, default 1)
+    init = describe_package(pkg(fp16["captioner"], "decoder_init")).input("features")
+    assert init["enumerated"] == [[1, 196, 64], [2, 196, 64]] and init["shape"] == [1, 196, 64]
+
+
+def _input_spec(package: Path, name: str) -> Any:
+    """An input's feature description, read with coremltools itself (skip_model_load: works on Linux)."""
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    return next(f for f in spec.description.input if f.name == name), spec
+
+
+def test_decoder_rows_are_enumerated_for_the_beams_offered(tmp_path: Path) -> None:
+    """iOS 18 takes enumerated shapes on every decoder_step input: each row count a beam search of
+    the offered widths reaches (beams shrink as hypotheses complete), default = beam 3."""
+    from mmedge.export.coreml import CoreMLOptions, export_graph
+
+    spec = zoo.get("captioner")
+    model = make_golden.reference_model("captioner")
+    ctx = ExportContext(spec, "tiny", spec.config("tiny"), model, "fp16", model.vocab,
+                        {"deployment_target": "iOS18", "beams": "1,3,5", "max_images": 1})
+    opts = CoreMLOptions.from_options(ctx.options)
+    assert (opts.beams, opts.default_beam, opts.max_images) == ((1, 3, 5), 3, 1)
+    export_graph(ctx, spec.graph("decoder_step"), tmp_path, opts)
+    package = tmp_path / "decoder_step.mlpackage"
+    for name, rest in {"features": [196, 64], "att1": [196, 16], "h": [24], "c": [24], "prev_word": []}.items():
+        feature, mlspec = _input_spec(package, name)
+        t = feature.type.multiArrayType
+        assert t.WhichOneof("ShapeFlexibility") == "enumeratedShapes", name
+        assert sorted(list(s.shape) for s in t.enumeratedShapes.shapes) == [[n] + rest for n in range(1, 6)], name
+        assert list(t.shape) == [3] + rest, name  # the default shape
+    assert mlspec.specificationVersion == 9  # iOS 18
+    rows = json.loads(describe_package(package).metadata["user_defined"]["mmedge.decoder_rows"])
+    assert rows == {"flexibility": "enumerated", "rows": [1, 2, 3, 4, 5], "default": 3, "beams": [1, 3, 5],
+                    "max_images": 1}
+    # below iOS 18 Core ML takes one enumerated input: asked for explicitly, refused with the way out
+    ctx16 = dataclasses.replace(ctx, options={"decoder_shapes": "enumerated", "max_images": 1})
+    with pytest.raises(ExportError, match="decoder_step.*below iOS18 Core ML allows enumerated shapes on one input "
+                                          "only.*deployment_target=iOS18"):
+        export_graph(ctx16, spec.graph("decoder_step"), tmp_path / "x", CoreMLOptions.from_options(ctx16.options))
+    with pytest.raises(ExportError, match="default_beam=7: more rows than the decoders take"):
+        export_graph(ctx, spec.graph("decoder_step"), tmp_path / "y",
+                     CoreMLOptions.from_options({"beams": "1,3", "max_images": 1, "default_beam": 7}))
+    # decoder_shapes=range: a range everywhere, still defaulting to the common beam
+    ranged = CoreMLOptions.from_options({"decoder_shapes": "range"})
+    export_graph(ctx, spec.graph("decoder_init"), tmp_path / "r", ranged)
+    feature, _ = _input_spec(tmp_path / "r" / "decoder_init.mlpackage", "features")
+    assert feature.type.multiArrayType.WhichOneof("ShapeFlexibility") == "shapeRange"
 
 
 def test_audio_and_refocus_axes_are_ranges(fp16: dict[str, Path]) -> None:
@@ -154,15 +206,21 @@ def test_metadata(tmp_path: Path, fp16: dict[str, Path]) -> None:
     step = describe_package(pkg(fp16["captioner"], "decoder_step"))
     meta = step.metadata
     assert meta["author"] == "mmedge" and meta["version"]
+    assert meta["license"] == "MIT"  # mmedge's license unless --option license=... (issue 20: it was empty)
+    for name in GRAPHS["captioner"]:  # in the spec itself, as Xcode shows it
+        _, mlspec = _input_spec(pkg(fp16["captioner"], name), "features" if name != "encoder" else "image")
+        assert mlspec.description.metadata.license == "MIT" and mlspec.description.metadata.shortDescription
     assert "captioner (tiny) graph 'decoder_step', fp16" in meta["description"]
     user = meta["user_defined"]
     assert json.loads(user["mmedge.vocabulary"]) == make_golden.reference_model("captioner").vocab.word_map
     assert user["mmedge.graph"] == "decoder_step" and user["mmedge.precision"] == "fp16"
     assert step.input("prev_word")["description"].startswith("previous word id")
     assert step.output("log_probs")["description"].startswith("log-probabilities")
-    art = export("refocus", tmp_path, author="ACME Vision", version="2.1", license="MIT")
+    art = export("refocus", tmp_path, author="ACME Vision", version="2.1", license="Apache-2.0",
+                 description="Portrait refocus")
     meta = describe_package(pkg(art, "model")).metadata
-    assert (meta["author"], meta["version"], meta["license"]) == ("ACME Vision", "2.1", "MIT")
+    assert (meta["author"], meta["version"], meta["license"]) == ("ACME Vision", "2.1", "Apache-2.0")
+    assert meta["description"] == "Portrait refocus"
     assert json.loads(meta["user_defined"]["mmedge.preprocessing"]) == read_manifest(art).preprocessing
 
 
