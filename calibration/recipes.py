@@ -13,7 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, List
 
 from mmedge.calibration.data import CalibrationSet
 from mmedge.errors import UnknownNameError
@@ -64,7 +64,7 @@ def cache_key(model_sha256: str, calib: CalibrationSet, cfg: QuantConfig, graph:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-Recipe = Callable[[Path, Manifest, CalibrationSet, Path, QuantConfig], list[GraphEntry]]
+Recipe = Callable[[Path, Manifest, CalibrationSet, Path, QuantConfig], List[GraphEntry]]
 # one recipe module per backend, keyed by the artifact format it writes
 RECIPES: Registry[Recipe] = Registry("int8 recipe for format", modules=tuple(
     f"mmedge.calibration.{m}" for m in ("onnxruntime", "openvino", "coreml", "tensorrt")))

@@ -14,7 +14,7 @@ import inspect
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, List
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class ExportContext:
         return {k: v.numpy() for k, v in zip(graph.outputs, out)}
 
 
-Exporter = Callable[[ExportContext, Path], list[GraphEntry]]
+Exporter = Callable[[ExportContext, Path], List[GraphEntry]]  # typing.List: evaluated on Python 3.8 too
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ targets register here by name (e.g. `tensorrt`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, List
 
 from mmedge.registry import Registry
 
-TargetCheck = Callable[[Path], list[str]]
+TargetCheck = Callable[[Path], List[str]]
 TARGETS: Registry[TargetCheck] = Registry("target", per_name={"tensorrt": "mmedge.export.tensorrt_compat"})
 register_target = TARGETS.register
 target_check = TARGETS.get

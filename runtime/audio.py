@@ -60,6 +60,8 @@ _SLANEY_LOGSTEP = math.log(6.4) / 27.0
 
 # Frames transformed per FFT call; keeps the float64 work buffers in L2 cache.
 _FRAMES_PER_BLOCK = 64
+# numpy.fft takes out= from numpy 2.0; before (JetPack 5/6's numpy 1.x), the result is copied instead
+_FFT_OUT = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 
 
 class SilentAudioWarning(UserWarning):
@@ -230,7 +232,9 @@ def stft(
             rows = stop - start
             # einsum writes the strided product ~10% faster than np.multiply here
             np.einsum("ft,t->ft", frames[b, start:stop, span], w_span, out=buf[:rows, span])
-            if direct:
+            if not _FFT_OUT:
+                out[b, start:stop] = fft(buf[:rows], axis=-1)
+            elif direct:
                 fft(buf[:rows], axis=-1, out=out[b, start:stop])
             elif onesided:
                 fft(buf[:rows], axis=-1, out=spec[:rows])

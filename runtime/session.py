@@ -15,7 +15,7 @@ import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from mmedge.runtime.manifest import TensorSpec
 __all__ = ["Session", "Timing", "Feeds", "open_session", "BACKENDS", "BackendInfo", "available",
            "backend_for_format", "backend_names", "register_backend", "session_options"]  # the registry: backends/
 
-Feeds = dict[str, np.ndarray]
+Feeds = Dict[str, np.ndarray]  # typing.Dict: a runtime alias must work on Python 3.8
 
 
 @dataclass

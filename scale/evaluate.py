@@ -10,7 +10,7 @@ scenes, the single-process batch, so even the batches are the same.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Tuple
 
 from mmedge.calibration.evaluate import EvalResult
 from mmedge.errors import InputError, article
@@ -18,7 +18,7 @@ from mmedge.registry import Registry
 from mmedge.runtime.manifest import Manifest, read_manifest
 from mmedge.scale.driver import Job, RunStats, run_job
 
-ShardedEval = Callable[..., tuple[EvalResult, RunStats]]
+ShardedEval = Callable[..., Tuple[EvalResult, RunStats]]
 SHARDED_EVALS: Registry[ShardedEval] = Registry("pipeline with a sharded evaluation")
 
 

@@ -9,13 +9,13 @@ how a resumed run checks that a results file belongs to its input list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from mmedge.errors import InputError
 from mmedge.registry import Registry
 
-Item = tuple[int, Any]
-Records = list[dict[str, Any]]
+Item = Tuple[int, Any]  # typing's generics: runtime aliases must work on Python 3.8
+Records = List[Dict[str, Any]]
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,31 @@ def cuda_runtime(purpose: str = "the tensorrt backend") -> Any:
     return cudart
 
 
+# TensorRT DataType -> numpy, keyed by the enum member's name (the same names from TensorRT 8.5 to
+# 11). Not `trt.nptype`: TensorRT 8.5's maps BOOL to `np.bool`, which numpy 1.24 removed, so it
+# raises AttributeError for every binding under a newer numpy.
+TRT_NUMPY_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+                    "BOOL": "bool", "UINT8": "uint8"}
+
+
+def trt_dtype_name(dtype: Any) -> str:
+    """'FLOAT' for trt.DataType.FLOAT (its `.name`; else the tail of 'DataType.FLOAT')."""
+    name = getattr(dtype, "name", None)
+    if not isinstance(name, str):
+        name = str(dtype).rsplit(".", 1)[-1]
+    return name.upper()
+
+
+def numpy_dtype(dtype: Any, where: str = "tensor") -> np.dtype:
+    """The numpy dtype of a TensorRT DataType; one clear error for types numpy has none of."""
+    name = trt_dtype_name(dtype)
+    if name in TRT_NUMPY_DTYPES:
+        return np.dtype(TRT_NUMPY_DTYPES[name])
+    raise ArtifactError(f"{where} has TensorRT type {name}, which numpy has no dtype for (mmedge runs engines "
+                        f"whose inputs and outputs are {', '.join(TRT_NUMPY_DTYPES)}); build the engine with "
+                        f"those I/O types (e.g. trtexec --inputIOFormats/--outputIOFormats)")
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", str(version))[:4])
 
@@ -230,7 +255,8 @@ class TrtSession(Session):
         if sorted(self._in_names) != sorted(want_in) or not set(want_out) <= set(self._out_names):
             raise ArtifactError(f"{self.path}: engine inputs {self._in_names} / outputs {self._out_names} do not "
                                 f"match the manifest ({want_in} / {want_out}); the file belongs to another model")
-        self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self._dtypes = {n: numpy_dtype(self.engine.get_tensor_dtype(n), f"{self.path.name}: tensor {n!r}")
+                        for n in names}
         self._profiles = {n: self._profile(n) for n in self._in_names}
         self._out_dtypes = {t.name: np.dtype(t.dtype) for t in outputs}
         self._stream = _cuda_ok(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
