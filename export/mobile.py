@@ -688,49 +688,21 @@ LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
 OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
 SOFTWARE.
 """
-COREML_SPEC_IOS = {4: "13", 5: "14", 6: "15", 7: "16", 8: "17", 9: "18"}  # Core ML spec version -> iOS
-
-
-def _coreml_spec_version(pkg: Path) -> int | None:
-    """specificationVersion (field 1, a varint) of an mlpackage's model.mlmodel protobuf."""
-    spec = pkg / "Data" / "com.apple.CoreML" / "model.mlmodel"
-    try:
-        head = spec.read_bytes()[:12]
-    except OSError:
-        return None
-    if not head or head[0] != 0x08:
-        return None
-    value, shift = 0, 0
-    for b in head[1:]:
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value
-    return None
-
-
-def _ort_format_version(path: Path) -> str | None:
-    try:
-        from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
-
-        return InferenceSession.GetRootAsInferenceSession(path.read_bytes(), 0).OrtVersion().decode()
-    except Exception:  # noqa: BLE001 - informational; an unreadable header leaves it unstated
-        return None
-
-
 def _requirements(stage: Path, doc: dict[str, Any]) -> dict[str, Any]:
     """Minimum OS / runtime versions, read from the files themselves and the tools that wrote them."""
     from mmedge.export.artifact import tool_versions
 
     out: dict[str, Any] = {}
-    specs = {v for e in doc.values() if "ios" in e for g in e["ios"]["graphs"]
-             if (v := _coreml_spec_version(stage / g["file"])) is not None}
+    from mmedge.export.mobile_versions import COREML_MIN_OS, coreml_spec_version, ort_format_version
+
+    specs = {coreml_spec_version(stage / g["file"]) for e in doc.values() if "ios" in e for g in e["ios"]["graphs"]}
     if specs:
         spec = max(specs)
-        out["ios"] = {"coreml_spec_version": spec, "minimum_ios": COREML_SPEC_IOS.get(spec, f"spec {spec}"),
+        ios = COREML_MIN_OS.get(spec, {}).get("iOS", f"spec {spec}")
+        out["ios"] = {"coreml_spec_version": spec, "minimum_ios": ios,
                       "note": "Core ML specification version of the .mlpackage files (7 = iOS 16 / macOS 13)"}
-    orts = {v for e in doc.values() if "android" in e for g in e["android"]["graphs"]
-            if (v := _ort_format_version(stage / g["file"])) is not None}
+    orts = {str(ort_format_version(stage / g["file"])) for e in doc.values() if "android" in e
+            for g in e["android"]["graphs"]}
     if any("android" in e for e in doc.values()):
         ort = tool_versions("onnxruntime").get("onnxruntime", "")
         out["android"] = {
