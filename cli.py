@@ -567,6 +567,13 @@ def _print_eval(results: list[Any], split: str, as_json: bool) -> None:
         print(f"{r.model} ({r.source}) {split}{extra}, {r.samples} samples: {metrics}")
 
 
+def _evaluator() -> Callable[[str], Callable[..., Any]]:
+    """The task metrics (calibration layer) that `profile --eval` hands down to the runtime's profiler."""
+    from mmedge.calibration.evaluate import evaluator
+
+    return evaluator
+
+
 def _profile_ints(option: str, value: str, minimum: int = 1) -> tuple[int, ...]:
     """'1,4,8' -> (1, 4, 8); a bad list is a one-line error naming the option."""
     try:
@@ -648,6 +655,7 @@ def profile_cmd(
                           beam=_profile_ints("--beam", beam), max_len=max_len, threads=threads,
                           pin=_profile_ints("--pin", pin, minimum=0) if pin is not None else None, backend=backend,
                           eval=eval_, eval_limit=eval_limit, noise_threshold=noise_threshold,
+                          evaluator=_evaluator() if eval_ else None,
                           image=str(image) if image is not None else None,
                           session=_session_options(list(artifact), backend, None, backend_option))
     result = profile(artifact, opts, log=lambda s: err(f"profile: {s}"))

@@ -222,6 +222,10 @@ class ProfileOptions:
     graphs: bool = True  # per-graph rows
     end_to_end: bool = True  # pipeline rows
     eval: bool = False  # add the task metric (demo data)
+    # model name -> its evaluate(pipeline, split=, limit=, progress=, [beam=]) function. The task
+    # metric lives above the runtime (mmedge.calibration.evaluate.evaluator, needs the demo data
+    # generators and nltk): the caller hands it down, the runtime never imports it.
+    evaluator: Callable[[str], Callable[..., Any]] | None = None
     eval_split: str = "test"
     eval_limit: int | None = None
     noise_threshold: float = DEFAULT_NOISE_THRESHOLD
@@ -914,12 +918,13 @@ E2E_PROFILERS: dict[str, Callable[..., list[ProfileRow]]] = {
 
 
 def _evaluate(pipe: Any, m: Manifest, options: ProfileOptions, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    from mmedge.calibration.evaluate import evaluator
-
     if m.config != "demo":  # the held-out data is the demo data: other weights were not trained on it
         raise InputError(f"the task metric is measured on the demo data; this is the {m.config!r} config, "
                          f"not 'demo'")
-    evaluate = evaluator(m.model)  # UnknownNameError for models without a task metric
+    if options.evaluator is None:
+        raise InputError("the task metric needs mmedge's evaluation code: pass "
+                         "ProfileOptions(evaluator=mmedge.calibration.evaluate.evaluator)")
+    evaluate = options.evaluator(m.model)  # UnknownNameError for models without a task metric
     kwargs: dict[str, Any] = {"split": options.eval_split, "limit": options.eval_limit, "progress": False}
     out = []
     for beam in (options.beam if m.pipeline == "captioner" else (None,)):

@@ -437,7 +437,9 @@ def test_eval_puts_the_task_metric_beside_the_speed(tmp_path: Path) -> None:
     from mmedge.runtime import profile_render
 
     (art,) = export(ExportRequest("soundnet", ["onnx"], config="demo", out=tmp_path))
-    res = P.profile([art], P.ProfileOptions(runs=2, warmup=0, eval=True, eval_limit=6))
+    from mmedge.calibration.evaluate import evaluator
+
+    res = P.profile([art], P.ProfileOptions(runs=2, warmup=0, eval=True, eval_limit=6, evaluator=evaluator))
     (a,) = res.artifacts
     assert a.eval_error is None and a.eval[0]["samples"] == 6 and 0.0 <= a.eval[0]["metrics"]["top1"] <= 1.0
     e2e = [r for r in res.rows if r.kind == "e2e"]
