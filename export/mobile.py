@@ -608,9 +608,9 @@ def _preprocessing_doc(m: Manifest, per: dict[str, tuple[Path, Manifest]]) -> di
     kind = pre.get("kind")
     if kind == "image":
         size = pre["image_size"]
-        doc["steps"] = [f"decode to 8-bit RGB: grayscale is repeated to 3 channels; transparency (RGBA, LA, "
-                        f"palette with transparency) is composited onto opaque white; 16-bit grayscale is "
-                        f"stretched min..max to 0..255",
+        doc["steps"] = ["decode to 8-bit RGB: grayscale is repeated to 3 channels; transparency (RGBA, LA, "
+                        "palette with transparency) is composited onto opaque white; 16-bit grayscale is "
+                        "stretched min..max to 0..255",
                         "EXIF orientation is NOT applied: the pixels are used as stored in the file (a phone "
                         "photo whose EXIF says 'rotate 90' is captioned sideways, as mmedge captions it); an app "
                         "that shows the photo upright should pass the pixels as stored to match mmedge, or "

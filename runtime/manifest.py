@@ -14,10 +14,13 @@ import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmedge.errors import ArtifactError, InputError
 from mmedge.runtime.schema import inside, kind_of, load_schema, mib, read_json, validate
+
+if TYPE_CHECKING:  # annotations only: reading a manifest needs no numpy
+    import numpy as np
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

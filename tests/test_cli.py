@@ -14,7 +14,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mmedge.cli import app
-from mmedge.models import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ def test_row_timer_gives_each_artifact_its_own_time(tmp_path: Path) -> None:
     lines: list[str] = []
     t = demo._RowTimer(tmp_path, lines.append)
     time.sleep(0.05)  # shared: model, reference outputs
-    t.log(f"exporting m (demo) to onnx fp32 -> /tmp/mmedge-fp32-x/m-demo-onnx-fp32")  # a temp source: shared
+    t.log("exporting m (demo) to onnx fp32 -> /tmp/mmedge-fp32-x/m-demo-onnx-fp32")  # a temp source: shared
     time.sleep(0.05)
     t.log("calibrating on the demo generator (32 samples, minmax)")
     a, b = tmp_path / "m-demo-onnx-int8", tmp_path / "m-demo-openvino-int8"

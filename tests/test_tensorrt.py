@@ -40,7 +40,7 @@ from mmedge.export.package import PackageRequest, packager
 from mmedge.export.tensorrt_compat import check, inspect
 from mmedge.runtime import load
 from mmedge.runtime.backends import tensorrt as trtrt
-from mmedge.runtime.manifest import GraphEntry, TensorSpec, read_manifest
+from mmedge.runtime.manifest import GraphEntry, read_manifest
 from mmedge.runtime.parity import check as parity
 
 pytest.importorskip("onnxruntime")
