@@ -67,7 +67,7 @@ from mmedge.atomic import atomic_path
 from mmedge.errors import ArtifactError, CheckFailedError, ExportError, InputError, require
 from mmedge.export.package import PackageRequest, register_packager
 from mmedge.runtime.manifest import MANIFEST, Manifest, load_test_vectors, read_manifest, sha256_file
-from mmedge.runtime.schema import MAX_JSON_BYTES, load_schema, parse_json, path_problem, validate
+from mmedge.runtime.schema import MAX_JSON_BYTES, load_schema, newer_format, parse_json, path_problem, validate
 
 BUNDLE_DIR = "mmedge-jetson"
 BUNDLE_MANIFEST = "bundle.json"
@@ -554,8 +554,8 @@ def _descriptor(path: Path, data: bytes) -> dict[str, Any]:
     doc = parse_json(data, str(path), ArtifactError, f"{BUNDLE_MANIFEST} is not valid JSON")
     if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
         raise ArtifactError(f"{path}: not a Jetson bundle this mmedge reads")
-    version = doc.get("format_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > BUNDLE_FORMAT_VERSION:
+    version = newer_format(doc, BUNDLE_FORMAT_VERSION)
+    if version is not None:
         raise ArtifactError(f"{path}: not a Jetson bundle this mmedge reads (format_version {version} is newer "
                             f"than {BUNDLE_FORMAT_VERSION}; upgrade mmedge)")
     validate(doc, JETSON_SCHEMA, where, "bundle descriptor")

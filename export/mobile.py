@@ -60,8 +60,8 @@ from mmedge.runtime.decode import DEFAULT_MAX_LEN
 from mmedge.runtime.parity import SCORE_TOLERANCE
 from mmedge.runtime.manifest import (MANIFEST, GraphEntry, Manifest, artifact_file, load_npz, load_test_vectors,
                                     read_manifest, sha256_file)
-from mmedge.runtime.schema import (MAX_JSON_BYTES, check_relpath, inside, load_schema, parse_json, path_problem,
-                                   read_json, validate)
+from mmedge.runtime.schema import (MAX_JSON_BYTES, check_relpath, inside, load_schema, newer_format, parse_json,
+                                   path_problem, read_json, validate)
 
 BUNDLE_FORMAT = "mmedge-mobile"
 BUNDLE_VERSION = 1
@@ -856,8 +856,8 @@ def _read_descriptor(z: zipfile.ZipFile, infos: list[zipfile.ZipInfo], bundle: P
     doc = parse_json(data, str(bundle), ArtifactError, f"{MANIFEST} is not valid JSON")
     if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
         raise ArtifactError(f"{bundle}: {MANIFEST} is not an mmedge mobile bundle manifest")
-    version = doc.get("format_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > BUNDLE_VERSION:
+    version = newer_format(doc, BUNDLE_VERSION)
+    if version is not None:
         raise ArtifactError(f"{bundle}: bundle format_version {version} is newer than this mmedge reads "
                             f"({BUNDLE_VERSION}); upgrade mmedge")
     validate(doc, BUNDLE_SCHEMA, where, "bundle manifest")

@@ -121,6 +121,12 @@ def depth_of(doc: Any) -> int:
     return deepest
 
 
+def newer_format(doc: dict, newest: int) -> int | None:
+    """The descriptor's `format_version` when it is newer than `newest` (this mmedge cannot read it)."""
+    version = doc.get("format_version")
+    return version if isinstance(version, int) and not isinstance(version, bool) and version > newest else None
+
+
 def parse_json(data: bytes, where: str, error: type[InputError] = ArtifactError, label: str = "invalid JSON",
                limit: int = MAX_JSON_BYTES) -> Any:
     """Bounded, strict JSON: size, depth, no NaN/Infinity, no duplicate keys; one-line errors
