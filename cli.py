@@ -20,7 +20,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import typer
 
 from mmedge.atomic import on_sigint
-from mmedge.errors import MmedgeError, NotBuiltError, article, environment_error, missing_dependency, plural, require
+from mmedge.errors import MmedgeError, article, environment_error, missing_dependency, plural, require
 from mmedge.runtime.backends import backends_help  # data only: the -O help comes from the backends' schemas
 
 app = typer.Typer(
@@ -99,10 +99,6 @@ def command(*args: Any, **kwargs: Any) -> Callable:
         return app.command(*args, **kwargs)(handle_errors(fn, args[0] if args else fn.__name__))
 
     return deco
-
-
-def not_built(name: str, issue: str) -> None:
-    raise NotBuiltError(f"'mmedge {name}' is not built yet ({issue})")
 
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")

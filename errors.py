@@ -120,10 +120,6 @@ class ArtifactError(InputError):
     """An artifact directory is missing, corrupt or tampered with."""
 
 
-class NotBuiltError(MmedgeError):
-    """A command that is part of the design but not implemented yet."""
-
-
 @dataclass
 class Mismatch:
     """Difference of one output against its reference."""

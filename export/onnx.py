@@ -14,7 +14,6 @@ import io
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from mmedge.errors import ExportError
 from mmedge.export.artifact import tensor_spec
@@ -94,11 +93,3 @@ def _slim(path: Path) -> None:
                    options=OPTIONS)
 def export_onnx(ctx: ExportContext, dest: Path) -> list[GraphEntry]:
     return [export_graph(ctx, g, dest / f"{g.name}.onnx") for g in ctx.spec.graphs]
-
-
-def run_reference_check(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run an exported file with ONNX Runtime (used by tests and parity)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
