@@ -58,8 +58,13 @@ step "venv $VENV"
 "$PY" -m venv "$VENV"
 # shellcheck disable=SC2086  # $pins is a word list on purpose
 "$VENV/bin/pip" install -q $pins
-step "pip install -e . --no-deps"
-"$VENV/bin/pip" install -q --no-deps -e .
+# mmedge itself as the py3-none-any wheel a device installs (the Jetson bundle ships one): building
+# it needs setuptools>=77 (PEP 639 license), which Python 3.8 cannot run, so the host builds it
+step "the mmedge wheel, built by $HOST, installed --no-deps"
+wheeldir=$(mktemp -d /tmp/mmedge-floors-wheel.XXXXXX)
+"$HOST" -m pip wheel -q --no-deps --no-build-isolation -w "$wheeldir" . >/dev/null
+"$VENV/bin/pip" install -q --no-deps "$wheeldir"/mmedge-*.whl
+rm -rf "$wheeldir"
 "$VENV/bin/pip" check
 echo "floors: installed $("$VENV/bin/pip" list --format=freeze 2>/dev/null |
   grep -iE '^(numpy|typer|click|rich|pillow|onnxruntime|scipy|pytest|hypothesis)==' | tr '\n' ' ')"

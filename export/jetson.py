@@ -263,7 +263,7 @@ def build_wheel(dest: Path, log: Callable[[str], None] = lambda s: None) -> Path
             if res.returncode != 0 or len(built) != 1:
                 tail = (res.stderr or res.stdout).strip().splitlines()[-5:]
                 raise ExportError("could not build the mmedge wheel for the bundle (pip wheel --no-deps "
-                                  "--no-build-isolation needs pip and setuptools>=68): " + " | ".join(tail))
+                                  "--no-build-isolation needs pip and setuptools>=77): " + " | ".join(tail))
             _WHEEL_CACHE[key] = built[0].name.encode() + b"\0" + built[0].read_bytes()
     name, _, data = _WHEEL_CACHE[key].partition(b"\0")
     out = dest / name.decode()
