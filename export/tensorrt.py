@@ -40,6 +40,7 @@ from mmedge.atomic import write_atomic
 from mmedge.errors import ExportError, MmedgeError
 from mmedge.export.onnx import OPTIONS as ONNX_OPTIONS
 from mmedge.export.registry import ExportContext, register_exporter
+from mmedge.export.trt_cache import CACHE_SUFFIX, retarget_cache
 from mmedge.runtime.backends.tensorrt import (ENGINE_EXT, RECORD, GpuInfo, gpu_info, import_tensorrt,
                                               version_tuple)
 from mmedge.runtime.manifest import GraphEntry, Manifest
@@ -422,8 +423,6 @@ def build_artifact_engines(entries: list[GraphEntry], onnx_dir: Path, dest: Path
         if plan.source == "fp16":
             src = fp16_onnx(src, onnx_dir / f"{e.name}.fp16.onnx")
         elif plan.calibrator:
-            from mmedge.calibration.tensorrt import CACHE_SUFFIX, retarget_cache
-
             fp32 = (fp32_sources or {}).get(e.name)
             if fp32 is None:
                 raise ExportError(f"graph {e.name!r}: int8 from a calibration cache needs the fp32 ONNX graph")

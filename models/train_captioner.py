@@ -40,13 +40,14 @@ from PIL import Image
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mmedge.models.checkpoint import save_checkpoint
-from mmedge.models.train import add_output_args, installed_hint, output_paths
 from mmedge.atomic import atomic_path
-from mmedge.calibration.eval_caption import TorchCaptioner, caption_scores
 from mmedge.data import shapes
 from mmedge.models import zoo
+from mmedge.models.caption_metrics import caption_scores
 from mmedge.models.captioner import CONFIGS, CaptionModel
+from mmedge.models.checkpoint import save_checkpoint
+from mmedge.models.torch_captioner import TorchCaptioner
+from mmedge.models.train import add_output_args, installed_hint, output_paths
 
 
 
