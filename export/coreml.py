@@ -43,50 +43,59 @@ the folder around it. Captioner artifacts with an image input also carry
 `image_vectors.npz`: test vectors on 8-bit images (the pixel-buffer input
 cannot take the random float test vectors), with the reference beam search on
 them.
+
+One job per module: coreml_options (the option schema, ModelInfo and the input
+shapes), coreml_tools (the coremltools import, its quirks, deployment targets),
+coreml_inspect (the package checks); this one converts, writes metadata, saves and
+registers the exporter, and every name stays importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import re
 import uuid
-import warnings
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from mmedge.errors import ArtifactError, ExportError
+from mmedge.errors import ExportError
 from mmedge.export.artifact import tensor_spec
+from mmedge.export.coreml_inspect import PackageInfo, check_package, describe_package  # noqa: F401
+from mmedge.export.coreml_options import (  # noqa: F401 - re-exported
+    AXIS_MAX,
+    DECODER_GRAPHS,
+    DEFAULT_BATCHES,
+    DEFAULT_BEAM,
+    DEFAULT_BEAMS,
+    DEFAULT_IMAGES,
+    DEFAULT_LICENSE,
+    DEFAULT_TARGET,
+    MAX_ENUMERATED,
+    MULTI_ENUMERATED_TARGET,
+    OPTIONS,
+    TARGET_NAMES,
+    W8A8_MIN_TARGET,
+    CoreMLOptions,
+    ModelInfo,
+    _input_types,
+    decoder_flexibility,
+    decoder_rows,
+    takes_image,
+)
+from mmedge.export.coreml_tools import coremltools, minimum_os, quiet, target_value  # noqa: F401
 from mmedge.export.registry import BEAM_VECTORS, EXAMPLE_BATCH, SEED, ExportContext, register_exporter
-from mmedge.models.zoo import GraphSpec, ModelSpec
-from mmedge.runtime.backends.coreml import PACKAGE_MANIFEST, PREPROCESSING_KEY, package_dir
+from mmedge.models.zoo import GraphSpec
+from mmedge.runtime.backends.coreml import PACKAGE_MANIFEST, PREPROCESSING_KEY
 from mmedge.runtime.manifest import GraphEntry
-from mmedge.runtime.options import Option, OptionSchema
 
-DEFAULT_TARGET = "iOS16"
-W8A8_MIN_TARGET = "iOS17"  # Core ML's activation quantize/dequantize ops
-TARGET_NAMES = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
-# upper bounds of flexible axes (Core ML ML Programs need finite ranges), by dynamic-axis name
-AXIS_MAX = {"batch": 256, "samples": 1 << 22, "frames": 1 << 15, "height": 4096, "width": 4096}
-DEFAULT_BATCHES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 16, 20, 25, 32)
-DEFAULT_BEAMS = (1, 3, 5)  # beam widths the decoders are sized for
-DEFAULT_BEAM = 3  # the most common one: the decoders' default shape (the one a range runs on the Neural Engine)
-DEFAULT_IMAGES = 2  # images per beam-search call (the bundle's test vectors decode 2)
-MAX_ENUMERATED = 128  # Core ML's limit on enumerated shapes per input
-MULTI_ENUMERATED_TARGET = "iOS18"  # enumerated shapes on more than one input
-DEFAULT_LICENSE = "MIT"  # mmedge's license (pyproject.toml)
 ROWS_KEY = "mmedge.decoder_rows"
 IMAGE_VECTORS = "image_vectors.npz"
 VOCABULARY_KEY = "mmedge.vocabulary"
-DECODER_GRAPHS = ("decoder_init", "decoder_step")
 _FILE = "{}.mlpackage/" + PACKAGE_MANIFEST
 
 DESCRIPTIONS = {
@@ -113,200 +122,7 @@ DESCRIPTIONS = {
 }
 
 
-# ----------------------------------------------------------------------------- options
-@dataclass(frozen=True)
-class CoreMLOptions:
-    """This exporter's `-o` options as typed fields (`from_options` reads them through OPTIONS, below)."""
-
-    deployment_target: str = DEFAULT_TARGET
-    encoder_input: str = "image"  # image | tensor
-    shapes: str = "range"  # range | enumerated
-    batches: tuple[int, ...] = DEFAULT_BATCHES
-    axis_max: dict[str, int] = field(default_factory=lambda: dict(AXIS_MAX))
-    weight_threshold: int = 2048  # coremltools' default: smaller weights stay float
-    author: str = "mmedge"
-    version: str = ""
-    license: str = DEFAULT_LICENSE
-    int8: str = "w8a8"  # the int8 recipe: w8a8 | weights
-    decoder_shapes: str = "auto"  # auto | enumerated | range (the decoders' row axis)
-    beams: tuple[int, ...] = DEFAULT_BEAMS
-    default_beam: int = DEFAULT_BEAM
-    max_images: int = DEFAULT_IMAGES
-    description: str = ""
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any], default_target: str = DEFAULT_TARGET) -> "CoreMLOptions":
-        """From the `-o` options of this exporter (checked against OPTIONS, the one parser)."""
-        o = OPTIONS.resolve(options)
-        return cls(deployment_target=o["deployment_target"] if "deployment_target" in options else default_target,
-                   encoder_input=o["encoder_input"], shapes=o["shapes"], batches=tuple(sorted(set(o["batches"]))),
-                   axis_max={axis: o[f"max_{axis}"] for axis in AXIS_MAX}, weight_threshold=o["weight_threshold"],
-                   author=o["author"], version=o["version"] or "", license=o["license"] or DEFAULT_LICENSE,
-                   int8=o["int8"], decoder_shapes=o["decoder_shapes"], beams=tuple(sorted(set(o["beams"]))),
-                   default_beam=o["default_beam"], max_images=o["max_images"], description=o["description"] or "")
-
-
-OPTIONS = OptionSchema("coreml export", (
-    Option("deployment_target", str, DEFAULT_TARGET, f"minimum OS of the ML Programs (int8 w8a8: {W8A8_MIN_TARGET})",
-           choices=TARGET_NAMES),
-    Option("encoder_input", str, "image", "the captioner's encoder takes a Core ML image or a tensor",
-           choices=("image", "tensor")),
-    Option("shapes", str, "range", "flexible axes as ranges or as enumerated batch sizes",
-           choices=("range", "enumerated")),
-    Option("batches", list, DEFAULT_BATCHES, "batch sizes of shapes=enumerated", item=int, minimum=1,
-           maximum=AXIS_MAX["batch"]),
-    *(Option(f"max_{axis}", int, hi, f"upper bound of the flexible {axis} axis", minimum=1, maximum=1 << 24)
-      for axis, hi in AXIS_MAX.items()),
-    Option("weight_threshold", int, 2048, "weights with fewer elements stay float (fp16/int8)", minimum=0),
-    Option("int8", str, "w8a8", "the int8 recipe: weights and activations, or weights only",
-           choices=("w8a8", "weights")),
-    Option("author", str, "mmedge", "model metadata: author"),
-    Option("version", str, None, "model metadata: version (default: mmedge's)"),
-    Option("license", str, None, f"model metadata: license (default: mmedge's, {DEFAULT_LICENSE})"),
-    Option("description", str, None, "model metadata: short description (default: model, graph, precision)"),
-    Option("decoder_shapes", str, "auto", "the captioner decoders' row axis: enumerated where Core ML allows it "
-           "(auto), enumerated (or fail), or a range", choices=("auto", "enumerated", "range")),
-    Option("beams", list, DEFAULT_BEAMS, "beam widths the decoders are sized for", item=int, minimum=1, maximum=32),
-    Option("default_beam", int, DEFAULT_BEAM, "the decoders' default shape: rows of one image at this beam",
-           minimum=1, maximum=32),
-    Option("max_images", int, DEFAULT_IMAGES, "images per beam-search call the decoders take", minimum=1,
-           maximum=32),
-))
-
-
-def decoder_rows(graph_name: str, opts: CoreMLOptions) -> tuple[list[int], int]:
-    """Row counts of a decoder graph and its default: decoder_init takes one row per image,
-    decoder_step one per live beam (1..images x beam: beams shrink as hypotheses complete)."""
-    if graph_name == "decoder_init":
-        return list(range(1, opts.max_images + 1)), 1
-    top = opts.max_images * max(opts.beams)
-    if opts.default_beam > top:
-        raise ExportError(f"coreml export option default_beam={opts.default_beam}: more rows than the decoders "
-                          f"take ({top} = max_images x max(beams)); raise beams or max_images")
-    if top > MAX_ENUMERATED and opts.decoder_shapes == "enumerated":
-        raise ExportError(f"coreml export: {top} decoder row counts (max_images x max(beams)); Core ML enumerates "
-                          f"at most {MAX_ENUMERATED} shapes; lower beams/max_images or use decoder_shapes=range")
-    return list(range(1, top + 1)), opts.default_beam
-
-
-def decoder_flexibility(info: "ModelInfo", graph: GraphSpec, opts: CoreMLOptions) -> str | None:
-    """'enumerated' or 'range' for a captioner decoder graph's row axis; None for the other graphs
-    (and when `shapes=enumerated` names the batch sizes of every graph)."""
-    if info.pipeline != "captioner" or graph.name not in DECODER_GRAPHS or opts.shapes == "enumerated":
-        return None
-    if opts.decoder_shapes == "range":
-        return "range"
-    flexible = [k for k in graph.inputs if graph.dynamic_axes.get(k)]
-    top = decoder_rows(graph.name, opts)[0][-1]
-    allowed = ((len(flexible) <= 1 or target_value(opts.deployment_target) >= target_value(MULTI_ENUMERATED_TARGET))
-               and top <= MAX_ENUMERATED)
-    if allowed:
-        return "enumerated"
-    if opts.decoder_shapes == "enumerated":
-        raise ExportError(f"{info.name} graph {graph.name!r}: {len(flexible)} inputs have a flexible row axis "
-                          f"({', '.join(flexible)}); below {MULTI_ENUMERATED_TARGET} Core ML allows enumerated "
-                          f"shapes on one input only; use --option deployment_target={MULTI_ENUMERATED_TARGET} or "
-                          f"decoder_shapes=auto (a range whose default, {opts.default_beam} rows, runs on the "
-                          f"Neural Engine)")
-    return "range"
-
-
-def minimum_os(spec_version: int) -> dict[str, str]:
-    """The OS versions that run a Core ML specification version (7: iOS 16 / macOS 13)."""
-    from mmedge.export.mobile_versions import coreml_minimum_os
-
-    return coreml_minimum_os(spec_version)
-
-
-def target_value(name: str) -> int:
-    """Core ML specification version of a deployment target (iOS16 == macOS13 == 7)."""
-    ct = coremltools()
-    return int(getattr(ct.target, name).value)
-
-
-# ----------------------------------------------------------------------------- coremltools quirks
-_PATCHED = False
-
-
-def coremltools() -> Any:
-    """Import coremltools quietly, once made compatible with this NumPy."""
-    global _PATCHED
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import coremltools as ct
-    if not _PATCHED:
-        _patch_int_cast()
-        _PATCHED = True
-    return ct
-
-
-def _patch_int_cast() -> None:
-    """coremltools 9.0 folds `aten::Int(size)` with `int(array)`; NumPy >= 2.4 refuses
-    `int()` of a 1-element array (the captioner's `reshape(x.shape[0], -1, C)` hits it).
-    Same conversion, with `.item()` for constants."""
-    from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
-
-    def cast(context: Any, node: Any, dtype: type, dtype_name: str) -> None:
-        x = _get_inputs(context, node, expected=1)[0]
-        if not (len(x.shape) == 0 or all(d == 1 for d in x.shape)):
-            raise ValueError("input to cast must be either a scalar or a length 1 tensor")
-        if x.can_be_folded_to_const():
-            val = x.val.reshape(()).item() if isinstance(x.val, np.ndarray) else x.val
-            res = x if isinstance(x.val, dtype) else mb.const(val=dtype(val), name=node.name)
-        elif len(x.shape) > 0:
-            res = mb.cast(x=mb.squeeze(x=x, name=node.name + "_item"), dtype=dtype_name, name=node.name)
-        else:
-            res = mb.cast(x=x, dtype=dtype_name, name=node.name)
-        context.add(res, node.name)
-
-    def mmedge_int(context: Any, node: Any) -> None:
-        cast(context, node, int, "int32")
-
-    def mmedge_bool(context: Any, node: Any) -> None:
-        cast(context, node, bool, "bool")
-
-    register_torch_op(mmedge_int, torch_alias=["int"], override=True)
-    register_torch_op(mmedge_bool, torch_alias=["bool"], override=True)
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[io.StringIO]:
-    """coremltools prints progress bars and warnings; keep stdout/stderr clean (--json)."""
-    buf = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        warnings.simplefilter("ignore")
-        yield buf
-
-
-# ----------------------------------------------------------------------------- what is converted
-@dataclass
-class ModelInfo:
-    """What conversion needs to know about the model, from an ExportContext or a manifest."""
-
-    name: str
-    config: str
-    pipeline: str
-    description: str
-    preprocessing: dict[str, Any]
-    vocabulary: dict[str, int] | None = None
-    axis_min: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_context(cls, ctx: ExportContext) -> "ModelInfo":
-        return cls.build(ctx.spec, ctx.config_name, ctx.config,
-                         dict(ctx.vocab.word_map) if ctx.vocab is not None else None)
-
-    @classmethod
-    def build(cls, spec: ModelSpec, config_name: str, config: Any, vocabulary: dict[str, int] | None) -> "ModelInfo":
-        extra = spec.manifest_extra(config)
-        axis_min = {"samples": int(extra.get("min_samples", 1)), "frames": int(getattr(config, "min_frames", 1))}
-        return cls(spec.name, config_name, spec.pipeline, spec.description, spec.preprocessing(config),
-                   vocabulary, axis_min)
-
-
+# ----------------------------------------------------------------------------- conversion
 class ImageInput(nn.Module):
     """The encoder behind a `ct.ImageType`: Core ML applies x/255 - mean, this divides by std."""
 
@@ -318,67 +134,6 @@ class ImageInput(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.encoder(image * self.inv_std)
 
-
-def takes_image(info: ModelInfo, graph: GraphSpec, opts: CoreMLOptions) -> bool:
-    return (opts.encoder_input == "image" and info.preprocessing.get("kind") == "image"
-            and graph.inputs == ("image",))
-
-
-def _input_types(ct: Any, info: ModelInfo, graph: GraphSpec, feeds: dict[str, torch.Tensor],
-                 opts: CoreMLOptions, image: bool) -> list[Any]:
-    flexible = [k for k in graph.inputs if graph.dynamic_axes.get(k)]
-    if opts.shapes == "enumerated":
-        other = {label for k in flexible for label in graph.dynamic_axes[k].values() if label != "batch"}
-        if other:
-            raise ExportError(f"{info.name} graph {graph.name!r}: enumerated shapes cover the batch axis only and "
-                              f"this graph has dynamic {', '.join(sorted(other))}; use --option shapes=range")
-        if len(flexible) > 1 and target_value(opts.deployment_target) < target_value("iOS18"):
-            raise ExportError(f"{info.name} graph {graph.name!r}: {len(flexible)} inputs have a flexible batch "
-                              f"({', '.join(flexible)}); below iOS 18 Core ML allows enumerated shapes on one "
-                              f"input only; use --option shapes=range or deployment_target=iOS18")
-    rows_mode = decoder_flexibility(info, graph, opts)
-    rows, default_rows = decoder_rows(graph.name, opts) if rows_mode else ([], 0)
-    types = []
-    for name, t in feeds.items():
-        if image and name == "image":
-            pre = info.preprocessing
-            size = int(pre["image_size"])
-            types.append(ct.ImageType(name=name, shape=(1, 3, size, size), scale=float(pre.get("scale", 1 / 255)),
-                                      bias=[-float(m) for m in pre["mean"]], color_layout=ct.colorlayout.RGB))
-            continue
-        dtype = np.int32 if t.dtype in (torch.int64, torch.int32) else np.float32
-        axes = graph.dynamic_axes.get(name, {})
-        if not axes:
-            shape: Any = tuple(int(d) for d in t.shape)
-        elif rows_mode == "enumerated":
-            shape = ct.EnumeratedShapes(shapes=[[n if i in axes else int(d) for i, d in enumerate(t.shape)]
-                                                for n in rows],
-                                        default=[default_rows if i in axes else int(d) for i, d in enumerate(t.shape)])
-        elif rows_mode == "range":
-            hi = max(rows[-1], opts.axis_max.get("batch", AXIS_MAX["batch"]))
-            shape = ct.Shape([ct.RangeDim(lower_bound=1, upper_bound=hi, default=default_rows) if i in axes
-                              else int(d) for i, d in enumerate(t.shape)])
-        elif opts.shapes == "enumerated":
-            shapes = [[b if i in axes else int(d) for i, d in enumerate(t.shape)] for b in opts.batches]
-            default = [int(d) for d in t.shape]
-            shapes = shapes if default in shapes else shapes + [default]
-            shape = ct.EnumeratedShapes(shapes=shapes, default=default)
-        else:
-            dims = []
-            for i, d in enumerate(t.shape):
-                if i not in axes:
-                    dims.append(int(d))
-                    continue
-                label = axes[i]
-                lo = max(1, info.axis_min.get(label, 1))
-                hi = opts.axis_max.get(label, AXIS_MAX["batch"])
-                if not lo <= int(d) <= hi:
-                    raise ExportError(f"{info.name} graph {graph.name!r}: example {name} has {label} {int(d)}, "
-                                      f"outside the exported range {lo}..{hi}; raise --option max_{label}")
-                dims.append(ct.RangeDim(lower_bound=lo, upper_bound=hi, default=int(d)))
-            shape = ct.Shape(dims)
-        types.append(ct.TensorType(name=name, shape=shape, dtype=dtype))
-    return types
 
 
 _UNSUPPORTED = re.compile(r"convert function for op '([^']+)' not implemented")
@@ -491,108 +246,6 @@ def save_package(mlmodel: Any, dest: Path) -> Path:
     doc["rootModelIdentifier"] = ids[doc["rootModelIdentifier"]]
     index.write_text(json.dumps(doc, indent=4, sort_keys=True) + "\n", encoding="utf-8")
     return dest
-
-
-# ----------------------------------------------------------------------------- checks without running
-@dataclass
-class PackageInfo:
-    """A package as Core ML would see it: interface, metadata, ops, weights (from the spec)."""
-
-    path: str
-    spec_version: int
-    deployment_target: str
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
-    metadata: dict[str, Any]
-    ops: dict[str, int]
-    weights: dict[str, int]  # stored weight elements by dtype (int8, fp16, fp32)
-    size_bytes: int
-
-    def input(self, name: str) -> dict[str, Any]:
-        return next(i for i in self.inputs if i["name"] == name)
-
-    def output(self, name: str) -> dict[str, Any]:
-        return next(o for o in self.outputs if o["name"] == name)
-
-
-def _feature(f: Any) -> dict[str, Any]:
-    kind = f.type.WhichOneof("Type")
-    d: dict[str, Any] = {"name": f.name, "kind": kind, "description": f.shortDescription}
-    if kind == "imageType":
-        t = f.type.imageType
-        d.update({"kind": "image", "width": int(t.width), "height": int(t.height),
-                  "color_space": t.ColorSpace.Name(t.colorSpace)})
-    elif kind == "multiArrayType":
-        t = f.type.multiArrayType
-        d.update({"kind": "tensor", "dtype": t.ArrayDataType.Name(t.dataType).lower(), "shape": list(t.shape)})
-        which = t.WhichOneof("ShapeFlexibility")
-        if which == "shapeRange":
-            d["ranges"] = [(int(r.lowerBound), int(r.upperBound)) for r in t.shapeRange.sizeRanges]
-        elif which == "enumeratedShapes":
-            d["enumerated"] = [list(s.shape) for s in t.enumeratedShapes.shapes]
-    return d
-
-
-def _ops(block: Any, counts: dict[str, int], weights: dict[str, int]) -> None:
-    coremltools()
-    from coremltools.proto import MIL_pb2
-
-    for op in block.operations:
-        counts[op.type] = counts.get(op.type, 0) + 1
-        for value in op.attributes.values():
-            if value.WhichOneof("value") == "blobFileValue" and value.type.WhichOneof("type") == "tensorType":
-                tt = value.type.tensorType
-                n = int(np.prod([dim.constant.size for dim in tt.dimensions])) if tt.dimensions else 1
-                dtype = MIL_pb2.DataType.Name(tt.dataType).lower()
-                weights[dtype] = weights.get(dtype, 0) + n
-        for nested in op.blocks:
-            _ops(nested, counts, weights)
-
-
-def describe_package(path: str | Path) -> PackageInfo:
-    """Read a `.mlpackage` (or its Manifest.json) without running it: works on Linux."""
-    ct = coremltools()
-    pkg = package_dir(path)
-    try:
-        with quiet():
-            spec = ct.utils.load_spec(str(pkg))
-    except Exception as e:
-        raise ArtifactError(f"{pkg}: not a readable Core ML package ({str(e).strip()[:200] or e.__class__.__name__})"
-                            ) from None
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise ArtifactError(f"{pkg}: a Core ML {spec.WhichOneof('Type')} model, not an ML Program")
-    ops: dict[str, int] = {}
-    weights: dict[str, int] = {}
-    for fn in spec.mlProgram.functions.values():
-        _ops(fn.block_specializations[fn.opset], ops, weights)
-    desc = spec.description
-    meta = {"author": desc.metadata.author, "version": desc.metadata.versionString,
-            "description": desc.metadata.shortDescription, "license": desc.metadata.license,
-            "user_defined": dict(desc.metadata.userDefined)}
-    names = {int(t.value): t.name for t in ct.target if t.name.startswith("iOS")}
-    size = sum(p.stat().st_size for p in pkg.rglob("*") if p.is_file())
-    return PackageInfo(str(pkg), int(spec.specificationVersion), names.get(int(spec.specificationVersion), "?"),
-                       [_feature(f) for f in desc.input], [_feature(f) for f in desc.output], meta, ops, weights, size)
-
-
-def check_package(path: str | Path, target: str | None = None) -> PackageInfo:
-    """Names distinct, every op available in the deployment target's op set (coremltools' registry)."""
-    ct = coremltools()
-    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
-
-    info = describe_package(path)
-    want = target_value(target) if target else info.spec_version
-    if info.spec_version > want:
-        raise ExportError(f"{info.path}: specification version {info.spec_version} is newer than "
-                          f"deployment target {target} ({want})")
-    tgt = ct.target(want)
-    missing = sorted(op for op in info.ops if tgt not in SSAOpRegistry.core_ops.get(op, {}))
-    if missing:
-        raise ExportError(f"{info.path}: op(s) {', '.join(missing)} are not in the {tgt.name} op set")
-    clash = {i["name"] for i in info.inputs} & {o["name"] for o in info.outputs}
-    if clash:
-        raise ExportError(f"{info.path}: output name(s) {', '.join(sorted(clash))} equal input names")
-    return info
 
 
 # ----------------------------------------------------------------------------- the exporter
