@@ -245,7 +245,18 @@ def save_package(mlmodel: Any, dest: Path) -> Path:
     doc["itemInfoEntries"] = {ids[k]: v for k, v in sorted(doc["itemInfoEntries"].items(), key=lambda kv: ids[kv[0]])}
     doc["rootModelIdentifier"] = ids[doc["rootModelIdentifier"]]
     index.write_text(json.dumps(doc, indent=4, sort_keys=True) + "\n", encoding="utf-8")
+    _deterministic_spec(dest / "Data" / doc["itemInfoEntries"][doc["rootModelIdentifier"]]["path"])
     return dest
+
+
+def _deterministic_spec(path: Path) -> None:
+    """Rewrite the model spec with protobuf's deterministic serialisation: coremltools writes map
+    fields (metadata) in an order that differs from one process to the next."""
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(path.read_bytes())
+    path.write_bytes(spec.SerializeToString(deterministic=True))
 
 
 # ----------------------------------------------------------------------------- the exporter
