@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from mmedge.archive import BUDGET, COUNT, TWICE, Refused, Rules, tar_member
 from mmedge.errors import ArtifactError, InputError, MissingDependencyError, MmedgeError, plural
 from mmedge.runtime.manifest import MANIFEST, sha256_file
 from mmedge.scale.driver import EXECUTORS, Job, Records, Shard, manifest_digest, run_shard
@@ -141,6 +142,23 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _checked_members(tar: tarfile.TarFile, size: int) -> list[tarfile.TarInfo]:
+    """Every member, through mmedge.archive's rules before anything is written (what tarfile's
+    "data" filter refuses, on every Python version, and sizes a blob of `size` bytes can hold)."""
+    rules = Rules(size)
+    members = []
+    for m in iter(tar.next, None):
+        try:
+            rules.count()
+            rules.check(tar_member(m))
+        except Refused as e:
+            why = {COUNT: f" (more than {e.limit} members)", TWICE: " (appears twice)",
+                   BUDGET: f" (the members add up to more than {e.limit} bytes)"}.get(e.rule, "")
+            raise InputError(f"shipped artifact: refusing member {m.name!r}{why}") from None
+        members.append(m)
+    return members
+
+
 def unpack_artifact(blob: bytes, digest: str) -> Path:
     """Unpack once per node into <tmp>/mmedge-ray-artifacts-<uid>/<manifest digest>; later actors reuse it.
 
@@ -161,10 +179,7 @@ def unpack_artifact(blob: bytes, digest: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=root))
     try:
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-            for m in tar.getmembers():  # what the "data" filter refuses, checked on every Python version
-                if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
-                    raise InputError(f"shipped artifact: refusing member {m.name!r}")
-            tar.extractall(tmp)
+            tar.extractall(tmp, members=_checked_members(tar, len(blob)))
         why = verify_unpacked(tmp, digest)
         if why is not None:
             raise ArtifactError(f"shipped artifact does not match the driver's manifest digest "
