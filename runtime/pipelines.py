@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from mmedge.errors import ArtifactError, InputError
+from mmedge.runtime.batching import CaptionerSizes, auto_batch_size
 from mmedge.runtime.decode import DEFAULT_MAX_LEN, beam_search
 from mmedge.runtime.image import ImageLike, _check_depth_array, as_rgb_array, preprocess_image, read_depth
 from mmedge.runtime.manifest import Manifest, read_manifest
@@ -101,8 +102,10 @@ class Captioner(Pipeline):
             raise ArtifactError(f"{self.root}: captioner artifact has no vocabulary in its manifest")
         self.vocab = Vocabulary(self.manifest.vocabulary)
 
-    def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
-        return np.stack([preprocess_image(im, self.preprocessing, _label(im, i)) for i, im in enumerate(images)])
+    def preprocess(self, images: Sequence[ImageLike], names: Sequence[str] | None = None) -> np.ndarray:
+        """[B, 3, S, S] float32; `names` label the images in errors (default: paths, `<array i>`)."""
+        names = names if names is not None else [_label(im, i) for i, im in enumerate(images)]
+        return np.stack([preprocess_image(im, self.preprocessing, n) for im, n in zip(images, names)])
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """[B, 3, S, S] -> features [B, P, C]."""
@@ -110,14 +113,28 @@ class Captioner(Pipeline):
         return feats.reshape(feats.shape[0], -1, feats.shape[-1])
 
     def caption(self, images: Sequence[ImageLike] | ImageLike, beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
-                length_norm: bool = False) -> list[CaptionResult]:
+                length_norm: bool = False, batch_size: int | None = None) -> list[CaptionResult]:
+        """One result per image, in input order. Images are read, encoded and decoded `batch_size`
+        at a time (default: `auto_batch_size()`, from this machine's memory and cores): each
+        decoder_step call runs the live beams of a whole batch. Results equal captioning each
+        image alone."""
         beam = _int_arg("beam", beam, 1)
         max_len = _int_arg("max length", max_len, 1)
+        size = self.auto_batch_size(beam, max_len) if batch_size is None else _int_arg("batch size", batch_size, 1)
         images = _as_image_list(images)
         if not images:
             raise InputError("no images given")
-        feats = self.encode(self.preprocess(images))
-        return self.caption_features(feats, [_label(im, i) for i, im in enumerate(images)], beam, max_len, length_norm)
+        names = [_label(im, i) for i, im in enumerate(images)]
+        results: list[CaptionResult] = []
+        for start in range(0, len(images), size):
+            chunk = names[start:start + size]
+            feats = self.encode(self.preprocess(images[start:start + size], chunk))
+            results += self.caption_features(feats, chunk, beam, max_len, length_norm)
+        return results
+
+    def auto_batch_size(self, beam: int = 3, max_len: int = DEFAULT_MAX_LEN) -> int:
+        """Images per batch for this model on this machine (see `mmedge.runtime.batching`)."""
+        return auto_batch_size(CaptionerSizes.from_manifest(self.manifest), beam, max_len)
 
     def caption_features(self, feats: np.ndarray, names: list[str], beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
                          length_norm: bool = False) -> list[CaptionResult]:
