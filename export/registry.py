@@ -46,6 +46,7 @@ class ExportContext:
     precision: str
     vocab: Vocabulary | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    manifest_extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> extra manifest fields
 
     def examples(self, graph: zoo.GraphSpec, batch: int = EXAMPLE_BATCH, seed: int = SEED) -> dict[str, torch.Tensor]:
         import torch
@@ -142,6 +143,7 @@ class ExportRequest:
     calib: Any = None  # calibration.data.CalibSource (int8)
     quant: Any = None  # calibration.recipes.QuantConfig (int8)
     report: bool = True  # int8: build the accuracy report
+    manifest_extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> extra (--precision auto)
 
 
 def build_context(req: ExportRequest) -> ExportContext:
@@ -156,12 +158,13 @@ def build_context(req: ExportRequest) -> ExportContext:
         from mmedge.models.checkpoint import load_captioner
 
         model = load_captioner(req.checkpoint, req.word_map).eval()
-        return ExportContext(spec, "checkpoint", model.config, model, req.precision, model.vocab, dict(req.options))
+        return ExportContext(spec, "checkpoint", model.config, model, req.precision, model.vocab, dict(req.options),
+                             req.manifest_extra)
     if req.word_map is not None:
         raise InputError("--word-map is only used with --checkpoint")
     model = spec.create(req.config)
     return ExportContext(spec, req.config, spec.config(req.config), model, req.precision,
-                         getattr(model, "vocab", None), dict(req.options))
+                         getattr(model, "vocab", None), dict(req.options), req.manifest_extra)
 
 
 def artifact_name(ctx: ExportContext, fmt: str) -> str:
@@ -269,7 +272,7 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], Non
                     extra={**fp32.manifest.extra, "calibration": {
                         "data": calib.description, "digest": calib.digest, "method": qcfg.method,
                         "per_channel": qcfg.per_channel, "keep_float": list(qcfg.keep_float),
-                        "dynamic_decoder": qcfg.dynamic_decoder}},
+                        "dynamic_decoder": qcfg.dynamic_decoder}, **ctx.manifest_extra.get(fmt, {})},
                 )
                 finish(tmp, manifest)
                 from mmedge.runtime.session import available, backend_for_format
@@ -334,7 +337,8 @@ def export_context(ctx: ExportContext, names: list[str], out: Path,
                 model_config=config_dict(ctx.config),
                 vocabulary=dict(ctx.vocab.word_map) if ctx.vocab is not None else None,
                 labels=ctx.spec.labels(ctx.config), tools=tool_versions("torch", *info.packages, *rewriters(info.name)),
-                extra={**ctx.spec.manifest_extra(ctx.config), "test_vectors": "test_vectors.npz"},
+                extra={**ctx.spec.manifest_extra(ctx.config), "test_vectors": "test_vectors.npz",
+                       **ctx.manifest_extra.get(info.name, {})},
             )
             finish(tmp, manifest)
         written.append(dest)
