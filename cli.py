@@ -149,7 +149,8 @@ def demo_cmd(
 def export_cmd(
     model: str = typer.Argument(..., help="captioner | soundnet | voice-encoder | refocus"),
     format: str = typer.Option("onnx", "--format", "-f", help="Target format(s), comma-separated."),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 | auto (the mix this machine's CPU runs "
+                                  "fastest, per format, printed with its reason; README 'Precision auto')."),
     config: str = typer.Option("demo", help="demo: the trained weights shipped with mmedge (default); tiny: "
                                "small random weights (tests); full: real size, random weights unless "
                                "--checkpoint (see `mmedge models`)."),
@@ -186,7 +187,7 @@ def export_cmd(
         if target not in TARGETS.names():  # fail before any work (names() imports nothing)
             raise UnknownNameError("target", target, TARGETS.names())
     calib = quant = None
-    if precision == "int8":
+    if precision in ("int8", "auto"):  # auto: the settings of the formats it exports in int8
         from mmedge.calibration.data import CalibSource
         from mmedge.calibration.recipes import QuantConfig
 
@@ -194,18 +195,27 @@ def export_cmd(
         quant = QuantConfig(method=calib_method, keep_float=tuple(k for k in keep_float.split(",") if k),
                             dynamic_decoder=dynamic_decoder)
     elif calib_data is not None:
-        raise MmedgeError("--calib-data is only used with --precision int8")
+        raise MmedgeError("--calib-data is only used with --precision int8 (or auto)")
     formats = [f.strip() for f in format.split(",") if f.strip()]
     opts: dict[str, Any] = registry.parse_options(formats, option) if option else {}  # typed, before any work
     if target:
         opts["target"] = target
     req = registry.ExportRequest(model, formats, precision, config,
                                  checkpoint, word_map, out, opts, calib, quant, report)
-    dirs = registry.export(req, log=err)
-    reports = list(registry.last_reports) if precision == "int8" else []
+    auto: list[dict[str, Any]] = []
+    if precision == "auto":
+        from mmedge.export.precision_policy import export_auto
+        from mmedge.runtime.cpu_features import detect
+
+        res = export_auto(req, detect(), log=err)
+        dirs, reports, auto = res.dirs, res.reports, res.choices_json()
+    else:
+        dirs = registry.export(req, log=err)
+        reports = list(registry.last_reports) if precision == "int8" else []
     if as_json:
         emit_json({"artifacts": [str(d) for d in dirs], **({"int8_reports": [r.to_json() for r in reports]}
-                                                          if reports else {})})
+                                                          if reports else {}),
+                   **({"precision_auto": auto} if auto else {})})
     else:
         for r in reports:
             err("\n".join(r.rows()))
@@ -290,7 +300,12 @@ def caption_cmd(
     ray: Optional[str] = RayOpt,
     workers: Optional[int] = WorkersOpt,
     ship_artifact: bool = ShipOpt,
-    shard_size: int = typer.Option(16, min=1, help="With --out or --ray: images per batch (one task)."),
+    shard_size: Optional[int] = typer.Option(None, min=1, help="With --out or --ray: images per task (default 16). "
+                                             "Without them: the batch size, when --batch-size is not given."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Images read, encoded and decoded at once (all "
+                                             "their beams in one decoder call); results are printed per batch. "
+                                             "Default: from this machine's free memory and cores and the "
+                                             "model's sizes. Not with --out or --ray (see --shard-size)."),
     overwrite: bool = OverwriteOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -305,20 +320,24 @@ def caption_cmd(
     if out is not None or ray is not None:
         if attention_png is not None:
             raise MmedgeError("--attention-png is for a few images; it does not combine with --out or --ray")
+        if batch_size is not None:
+            raise MmedgeError("--batch-size is for a run without --out or --ray; with them, --shard-size sets "
+                              "the images per task")
         _caption_batch(paths, artifact, backend, threads, backend_option, {"beam": beam, "max_len": max_len,
-                       "length_norm": length_norm}, out, shard_size, overwrite,
+                       "length_norm": length_norm}, out, shard_size or 16, overwrite,
                        _scale_options(ray, workers, ship_artifact), as_json)
         return
     pipe = _load(artifact, backend, threads, backend_option)
     if not isinstance(pipe, Captioner):
         raise MmedgeError(f"{artifact}: is {article(pipe.manifest.pipeline)} artifact, not a captioner")
-    # Streamed in batches of --shard-size: plain text is printed as each batch finishes, and only the
-    # small JSON records are kept for --json (one document at the end, so a failure mid-way prints
-    # no half document); attention maps are written, then dropped.
+    # Streamed in batches (--batch-size, else --shard-size, else the machine's): plain text is printed
+    # as each batch finishes, and only the small JSON records are kept for --json (one document at the
+    # end, so a failure mid-way prints no half document); attention maps are written, then dropped.
+    size = batch_size or shard_size or pipe.auto_batch_size(beam, max_len)
     records: list[dict[str, Any]] = []
-    for start in range(0, len(paths), shard_size):
-        batch = paths[start:start + shard_size]
-        results = pipe.caption(batch, beam=beam, max_len=max_len, length_norm=length_norm)
+    for start in range(0, len(paths), size):
+        batch = paths[start:start + size]
+        results = pipe.caption(batch, beam=beam, max_len=max_len, length_norm=length_norm, batch_size=size)
         if attention_png is not None:
             from mmedge.runtime.image import read_image
             from mmedge.runtime.visualize import PANEL, attention_grid, save_png
@@ -629,6 +648,9 @@ def profile_cmd(
                                                         help="Compare two --json profiles row by row "
                                                         "instead of profiling; exit 1 past --threshold."),
     threshold: float = typer.Option(0.10, help="--compare: relative p50 increase that fails (0.1 = 10%)."),
+    roofline: bool = typer.Option(True, "--roofline/--no-roofline",
+                                  help="Measure this machine's peaks through the backend (GEMM per precision, "
+                                  "memory bandwidth; a few seconds) and each stage's efficiency."),
 ) -> None:
     """Latency per graph and end to end: load, first inference, p50/p90/p99, throughput, memory, size."""
     if sum([as_json, as_csv, markdown]) > 1:
@@ -652,7 +674,7 @@ def profile_cmd(
                           pin=_profile_ints("--pin", pin, minimum=0) if pin is not None else None, backend=backend,
                           eval=eval_, eval_limit=eval_limit, noise_threshold=noise_threshold,
                           evaluator=_evaluator() if eval_ else None,
-                          image=str(image) if image is not None else None,
+                          image=str(image) if image is not None else None, roofline=roofline,
                           session=_session_options(list(artifact), backend, None, backend_option))
     result = profile(artifact, opts, log=lambda s: err(f"profile: {s}"))
     if plot is not None:

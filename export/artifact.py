@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from mmedge.atomic import FileLock, check_interrupted, make_folder, raise_write_error
-from mmedge.errors import MmedgeError
+from mmedge.errors import ArtifactError, MmedgeError
 from mmedge.runtime.manifest import MANIFEST, Manifest, TensorSpec, hash_files
 
 
@@ -146,8 +146,37 @@ def config_dict(cfg: Any) -> dict[str, Any]:
     return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
 
 
+def add_costs(root: Path, manifest: Manifest) -> None:
+    """Record the FLOPs and weight bytes of every ONNX or OpenVINO graph that has none yet (the
+    profiler's roofline divides them by time and the machine's peaks). Counted at the test
+    vectors' shapes, batch 1; a graph that cannot be counted here (no `onnx` / `openvino` package,
+    a shape that does not infer) simply gets no cost: the profiler then says why."""
+    import importlib
+
+    from mmedge.runtime.graph_cost import COUNTABLE, file_cost
+    from mmedge.runtime.manifest import load_npz
+
+    rel = manifest.extra.get("test_vectors", "test_vectors.npz")
+    vectors: dict[str, np.ndarray] | None = None
+    for g in manifest.graphs:
+        package = COUNTABLE.get(Path(g.file).suffix.lower())
+        if package is None or g.name in manifest.costs:
+            continue
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            continue
+        if vectors is None and (root / rel).is_file():
+            vectors = load_npz(root / rel)
+        try:
+            manifest.costs[g.name] = file_cost(root / g.file, g, vectors).to_json()
+        except ArtifactError:
+            continue
+
+
 def finish(root: Path, manifest: Manifest) -> Manifest:
-    """Hash every file and write the manifest (last, so a manifest means complete)."""
+    """Record graph costs, hash every file and write the manifest (last, so a manifest means complete)."""
+    add_costs(root, manifest)
     for p in root.rglob("*"):
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     manifest.files = hash_files(root)

@@ -67,6 +67,9 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # graph name -> its optional `cost` (FLOPs and weight bytes per run, mmedge.runtime.graph_cost);
+    # written inside the graph's entry in manifest.json, kept here so GraphEntry stays four fields
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def graph(self, name: str) -> GraphEntry:
         for g in self.graphs:
@@ -75,7 +78,12 @@ class Manifest:
         raise ArtifactError(f"artifact has no graph {name!r} (has {', '.join(g.name for g in self.graphs)})")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        d = asdict(self)
+        costs = d.pop("costs")
+        for g in d["graphs"]:
+            if g["name"] in costs:
+                g["cost"] = costs[g["name"]]
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> "Manifest":
@@ -88,14 +96,15 @@ class Manifest:
         if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
             raise ArtifactError(f"{where}: format_version {version if version < 10**12 else 'huge'} is newer than "
                                 f"this mmedge reads ({FORMAT_VERSION}); upgrade mmedge")
-        known = set(cls.__dataclass_fields__)
+        known = set(cls.__dataclass_fields__) - {"costs"}  # costs live inside the graph entries
         unknown = sorted(set(d) - known)
         if unknown:
             raise ArtifactError(f"{where}: unknown fields {', '.join(u[:40] for u in unknown[:5])}")
         validate(d, SCHEMA, where, "manifest")
         graphs = [GraphEntry(g["name"], g["file"], [TensorSpec(**t) for t in g["inputs"]],
                              [TensorSpec(**t) for t in g["outputs"]]) for g in d["graphs"]]
-        m = cls(**{**d, "graphs": graphs})
+        costs = {g["name"]: g["cost"] for g in d["graphs"] if "cost" in g}
+        m = cls(**{**d, "graphs": graphs, "costs": costs})
         m._check_consistency(where)
         return m
 

@@ -174,6 +174,65 @@ def split_tables(result: ProfileResult) -> list[tuple[str, Table]]:
     return out
 
 
+def _rate(value: float | None, unit: str) -> str:
+    """1.23e11 FLOP/s -> "123 GFLOP/s"; None -> "n/a"."""
+    return "n/a" if value is None else f"{fmt_num(value / 1e9)} G{unit}"
+
+
+def _sig(x: float | None) -> str:
+    """Three significant digits (GFLOP and MB of graphs from kilobytes to gigabytes)."""
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def roofline_tables(result: ProfileResult) -> list[tuple[str, Table, list[str]]]:
+    """Peaks per backend, efficiency per stage, captioner overheads; each with its notes."""
+    sec = result.roofline
+    if not sec:
+        return []
+    peaks = Table(["backend", "threads", "fp32", "fp16", "bf16", "int8", "STREAM Add", "weights read"],
+                  "lrrrrrrr")
+    notes: list[str] = []
+    for p in sec["peaks"]:
+        c, mem = p["compute"], p.get("memory", {})
+        peaks.add(p["backend"], p.get("threads") or "default",
+                  *(_rate(c.get(k, {}).get("value"), "FLOP/s") for k in ("fp32", "fp16", "bf16", "int8")),
+                  *(_rate(mem.get(k, {}).get("value"), "B/s") for k in ("stream_add", "weights_read")))
+        for name, q in [*c.items(), *mem.items()]:
+            notes.append(f"{p['backend']} {name}: " + (q.get("note") or q.get("how") or ""))
+        notes.append(f"{p['backend']} bandwidth used below (the higher): {_rate(p['bandwidth'].get('value'), 'B/s')}")
+    m = sec.get("machine", {})
+    title = f"Machine peaks through the backend ({m.get('cpu')}; flags: {' '.join(m.get('flags') or []) or 'none'})"
+    out = [(title, peaks, list(OrderedDict.fromkeys(notes)))]
+    eff = Table(["row", "stage", "precision", "ms", "GFLOP", "weight MB", "GFLOP/s", "% peak", "GB/s", "% bw",
+                 "% roofline", "bound"], "lllrrrrrrrrl")
+    notes = []
+    for e in sec["efficiency"]:
+        s = e["seconds"]
+        flops, nbytes = e.get("flops"), e.get("bytes")
+        eff.add(e["row"], e["stage"], e["precision"], fmt_ms(s * 1e3),
+                "-" if flops is None else _sig(flops / 1e9), "-" if nbytes is None else _sig(nbytes / 1e6),
+                "-" if flops is None or not s else fmt_num(flops / s / 1e9), _pct(e.get("compute")),
+                "-" if nbytes is None or not s else fmt_num(nbytes / s / 1e9), _pct(e.get("memory")),
+                _pct(e.get("roofline")), e.get("bound") or "-")
+        if e.get("note"):
+            notes.append(f"{e['stage']}: {e['note']}")
+    out.append(("Efficiency per stage: FLOPs / (time x peak), weight bytes / (time x bandwidth)", eff,
+                list(OrderedDict.fromkeys(notes))))
+    if sec.get("overheads"):
+        t = Table(["row", "total ms", "preprocess ms", "decode alone ms", "preprocess / decode",
+                   "outside sessions ms", "share"], "lrrrrrr")
+        for o in sec["overheads"]:
+            ratio = o.get("preprocess_over_decode")
+            t.add(o["row"], fmt_ms(o["total_ms"]), fmt_ms(o.get("preprocess_ms")), fmt_ms(o.get("decode_ms")),
+                  "-" if ratio is None else f"{ratio:.2f}x", fmt_ms(o["outside_sessions_ms"]), _pct(o.get("outside_share")))
+        out.append(("Captioner: preprocessing vs image decode, time outside the sessions (Python)", t, []))
+    return out
+
+
 def machine_line(result: ProfileResult) -> str:
     m, env = result.machine, result.environment
     backends = ", ".join(f"{k} {v}" for k, v in sorted(m.get("backends", {}).items()) if v)
@@ -200,6 +259,8 @@ def to_markdown(result: ProfileResult, title: str | None = None) -> str:
             rows_table(result).markdown()]
     for caption, t in split_tables(result):
         out += ["", f"**{caption}** (mean ms per stage, share of the mean total)", "", t.markdown()]
+    for caption, t, notes in roofline_tables(result):
+        out += ["", f"**{caption}**", "", t.markdown()] + ([""] + [f"- {n}" for n in notes] if notes else [])
     if result.warnings:
         out += [""] + [f"> warning: {w}  " for w in result.warnings]
     return "\n".join(out) + "\n"
@@ -210,6 +271,8 @@ def to_text(result: ProfileResult) -> str:
            "", rows_table(result).text()]
     for caption, t in split_tables(result):
         out += ["", f"{caption} (mean ms per stage, share of the mean total)", t.text()]
+    for caption, t, notes in roofline_tables(result):
+        out += ["", caption, t.text()] + [f"  {n}" for n in notes]
     return "\n".join(out) + "\n"
 
 

@@ -97,6 +97,8 @@ be added within a version). Schema version 1:
                       extra ({name: number}: steps, per_step_ms, tokens_per_s, ...),
                       metrics ({name: value} or null: the task metric with --eval)
     warnings[]        human-readable lines
+    roofline          optional (`roofline` option): machine, peaks[], costs, efficiency[], overheads[];
+                      described in mmedge/runtime/roofline.py
 
 `compare(old, new, threshold)` matches rows by id and reports the relative
 change of p50, (new - old) / old; a change above +threshold is a regression
@@ -234,6 +236,7 @@ class ProfileOptions:
     image_hw: tuple[int, int] = IMAGE_HW  # size of the synthetic end-to-end image
     image: str | None = None  # captioner / refocus end to end: this image file instead of the synthetic one
     session: dict[str, Any] = field(default_factory=dict)  # backend session options (device=GPU, precision=bf16)
+    roofline: bool = False  # measure the machine's peaks and each stage's efficiency (runtime/roofline.py)
 
     def validate(self) -> None:
         if self.runs < 1:
@@ -266,7 +269,7 @@ class ProfileOptions:
                 "max_len": self.max_len, "threads": self.threads,
                 "pin": list(self.pin) if self.pin is not None else None, "backend": self.backend,
                 "noise_threshold": self.noise_threshold, "eval": self.eval, "eval_split": self.eval_split,
-                "eval_limit": self.eval_limit, "image": self.image}
+                "eval_limit": self.eval_limit, "image": self.image, "roofline": self.roofline}
 
 
 @dataclass
@@ -351,6 +354,7 @@ class ProfileResult:
     warnings: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    roofline: dict[str, Any] | None = None  # peaks and efficiencies (runtime/roofline.py), when measured
 
     def to_json(self) -> dict[str, Any]:
         from mmedge import __version__
@@ -358,7 +362,7 @@ class ProfileResult:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": self.created, "mmedge": __version__,
                 "machine": self.machine, "options": self.options, "environment": self.environment,
                 "artifacts": [a.to_json() for a in self.artifacts], "rows": [r.to_json() for r in self.rows],
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), **({"roofline": self.roofline} if self.roofline is not None else {})}
 
 
 def _r(x: float | None, digits: int = 6) -> float | None:
@@ -418,6 +422,10 @@ def validate_json(doc: Any, where: str = "profile") -> dict[str, Any]:
         need(row["noise"], {"minmax": _NUM, "p10_p90": _NUM, "noisy": bool}, f"rows[{i}].noise")
         need(row["throughput"], {"value": _NUM, "unit": str}, f"rows[{i}].throughput")
         need(row["memory"], {"peak_rss_mb": _OPT_NUM, "rss_mb": _OPT_NUM}, f"rows[{i}].memory")
+    if "roofline" in doc:  # optional: profiles without it (older ones, --no-roofline) stay readable
+        from mmedge.runtime.roofline import validate_section
+
+        validate_section(doc["roofline"], where)
     return doc
 
 
@@ -1017,6 +1025,10 @@ def profile(artifacts: Sequence[str | Path], options: ProfileOptions | None = No
             result.rows += rows
             result.warnings += warnings
         load = other_cpu_load(snap, cpu_snapshot())
+        if options.roofline:  # after the timings, on the same CPUs and threads
+            from mmedge.runtime.roofline import roofline_section
+
+            result.roofline = roofline_section(result, options, log)
         if options.eval:
             for art in result.artifacts:
                 result.warnings += evaluate_artifact(art, result.rows, options, log)
@@ -1134,7 +1146,8 @@ def read_profile(path: str | Path) -> dict[str, Any]:
 def result_from_json(doc: dict[str, Any]) -> ProfileResult:
     """Rebuild a ProfileResult (for rendering a saved profile)."""
     res = ProfileResult(doc["machine"], doc["options"], environment=doc.get("environment", {}),
-                        warnings=list(doc.get("warnings", [])), created=doc.get("created", ""))
+                        warnings=list(doc.get("warnings", [])), created=doc.get("created", ""),
+                        roofline=doc.get("roofline"))
     for a in doc["artifacts"]:
         res.artifacts.append(ArtifactInfo(**{k: a[k] for k in ArtifactInfo.__dataclass_fields__ if k in a}))
     info_keys = list(RowInfo.__dataclass_fields__)
