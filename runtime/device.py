@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from mmedge.runtime.cpu_features import parse_cpuinfo
+
 NOT_FOUND = "not found"
 
 # L4T (Jetson Linux) release -> JetPack, from NVIDIA's Jetson Linux / JetPack archives
@@ -296,12 +298,7 @@ class Probe:
         return None
 
     def cpu(self) -> Dict[str, Any]:
-        text = self.read("proc/cpuinfo") or ""
-        fields: Dict[str, str] = {}
-        for line in text.splitlines():
-            key, sep, val = line.partition(":")
-            if sep and key.strip() not in fields:
-                fields[key.strip()] = val.strip()
+        fields = parse_cpuinfo(self.read("proc/cpuinfo") or "")
         model = next((fields[k] for k in ("model name", "Model", "Hardware", "cpu model") if fields.get(k)), None)
         if model is None and "CPU implementer" in fields:
             model = f"ARM implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')}"

@@ -36,7 +36,7 @@ from mmedge.runtime.graph_cost import GraphCost
 from mmedge.runtime.peaks import MachinePeaks, PeakOptions, measure_peaks
 
 if TYPE_CHECKING:
-    from mmedge.runtime.profiler import ArtifactInfo, ProfileOptions, ProfileResult, ProfileRow
+    from mmedge.runtime.profile_types import ArtifactInfo, ProfileOptions, ProfileResult, ProfileRow
 
 SESSION_STAGES = ("encoder", "decoder_init", "decoder_steps")  # the captioner's time inside sessions
 
@@ -196,7 +196,7 @@ def decode_seconds(image: str | None, hw: tuple[int, int], image_size: int, runs
         if image is None:
             from PIL import Image
 
-            from mmedge.runtime.profiler import synthetic_image
+            from mmedge.runtime.profile_inputs import synthetic_image
 
             image = str(Path(tmp) / "scene.png")
             Image.fromarray(synthetic_image(*hw)).save(image)
