@@ -176,6 +176,7 @@ def export_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Export MODEL to one artifact directory per format x precision, with test vectors for parity."""
+    from mmedge.calibration.int8_export import export  # every precision: int8 calibrates
     from mmedge.export import registry
 
     if out.exists() and not out.is_dir():
@@ -207,11 +208,11 @@ def export_cmd(
         from mmedge.export.precision_policy import export_auto
         from mmedge.runtime.cpu_features import detect
 
-        res = export_auto(req, detect(), log=err)
+        res = export_auto(req, detect(), export, log=err)
         dirs, reports, auto = res.dirs, res.reports, res.choices_json()
     else:
-        dirs = registry.export(req, log=err)
-        reports = list(registry.last_reports) if precision == "int8" else []
+        done = export(req, log=err)
+        dirs, reports = done.artifacts, done.reports
     if as_json:
         emit_json({"artifacts": [str(d) for d in dirs], **({"int8_reports": [r.to_json() for r in reports]}
                                                           if reports else {}),
@@ -733,9 +734,10 @@ def package_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Bundle artifacts for a Jetson board or a phone app (with test vectors and a manifest)."""
+    from mmedge.calibration.packaging import package  # jetson: calibrates its int8 graphs
     from mmedge.export.package import PackageRequest, packager
 
-    fn = packager(target)
+    packager(target)  # an unknown target fails before the other checks
     if verify is None and (not artifact or out is None):
         raise MmedgeError("package needs --artifact DIR (one or more) and --out PATH, or --verify BUNDLE")
     opts: dict[str, Any] = {"verify": verify} if verify is not None else {}
@@ -755,7 +757,7 @@ def package_cmd(
         raise MmedgeError("--batch, --beam, --profile, --workspace, --dla-core, --version-compatible, --fp16 and "
                           "--int8 are for package jetson")
     opts.update(trt_opts)
-    path = fn(PackageRequest(list(artifact), out or Path(verify or "."), opts))
+    path = package(target, PackageRequest(list(artifact), out or Path(verify or "."), opts))
     if as_json:
         emit_json({"bundle": str(path)})
     else:

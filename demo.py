@@ -169,13 +169,14 @@ def _build_group(out: Path, model: str, config: str, precision: str, fmts: list[
     """Export one model in one precision to every format, then check each artifact's parity.
     Runs in a worker process (or in this one); returns plain data: the rows and the shared time."""
     from mmedge.calibration.data import CalibSource
-    from mmedge.export.registry import ExportRequest, export
+    from mmedge.calibration.int8_export import export  # every precision: int8 calibrates
+    from mmedge.export.registry import ExportRequest
     from mmedge.runtime import load
     from mmedge.runtime.parity import check
 
     timer = _RowTimer(out, log)
     req = ExportRequest(model, fmts, precision, config, out=out, calib=CalibSource(size=CALIB_SIZE), report=False)
-    arts = export(req, log=timer.log)
+    arts = export(req, log=timer.log).artifacts
     timer.stop()
     rows = []
     for art in arts:

@@ -468,7 +468,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     spec = zoo.get("captioner")
     ctx = ExportContext(spec, CONFIG, spec.config(CONFIG), model, "fp32", model.vocab)
     t0 = time.perf_counter()
-    artifact = export_context(ctx, ["onnx"], workdir / "artifacts", log)[0]
+    artifact = export_context(ctx, ["onnx"], workdir / "artifacts", log).artifacts[0]
     export_s = time.perf_counter() - t0
     log(f"exported in {export_s:.1f} s -> {artifact}")
     cap = load(artifact, threads=args.threads) if args.threads else load(artifact)

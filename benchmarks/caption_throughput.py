@@ -174,7 +174,7 @@ def fp32_artifact(given: list[Path], workdir: Path) -> tuple[Path, list[Path]]:
     model = cl.build_model()
     spec = zoo.get("captioner")
     ctx = ExportContext(spec, cl.CONFIG, spec.config(cl.CONFIG), model, "fp32", model.vocab)
-    return export_context(ctx, ["onnx"], workdir / "artifacts", log)[0], list(given)
+    return export_context(ctx, ["onnx"], workdir / "artifacts", log).artifacts[0], list(given)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

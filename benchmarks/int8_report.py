@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
+    from mmedge.calibration import int8_export
     from mmedge.calibration.data import CalibSource
     from mmedge.calibration.recipes import QuantConfig
     from mmedge.export import registry
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             req = registry.ExportRequest(model, formats, "int8", config or "demo", out=Path(tmp),
                                          calib=CalibSource(None, args.calib_size),
                                          quant=QuantConfig(method=args.method, cache_dir=Path(tmp) / "cache"))
-            registry.export(req, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
-            for fmt, rep in zip(formats, registry.last_reports):
+            done = int8_export.export(req, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+            for fmt, rep in zip(formats, done.reports):
                 reports.append((f"{model}:{config}", fmt, rep))
     lines = [f"ONNX Runtime {onnxruntime.__version__}, {platform.processor() or platform.machine()}, "
              f"calibration: {args.calib_size} samples, {args.method}; fp32 = ONNX Runtime", "",

@@ -73,14 +73,14 @@ MAX_OTHER_LOAD = cl.MAX_OTHER_LOAD  # CPUs busy with other work above which rati
 def int8_artifact(onnx_dir: Path, out: Path, calib: Any, cache: Path, dynamic_decoder: bool = False) -> Path:
     """OpenVINO int8 artifact of an fp32 ONNX artifact, via the registered recipe (no second export)."""
     from mmedge.calibration.openvino import quantize_openvino_artifact
-    from mmedge.calibration.recipes import QuantConfig
+    from mmedge.calibration.recipes import QuantConfig, QuantizeRequest
     from mmedge.export.artifact import atomic_dir, finish, tool_versions
     from mmedge.runtime import load
 
     fp32 = load(onnx_dir)
     cfg = QuantConfig(cache_dir=cache, dynamic_decoder=dynamic_decoder)
     with atomic_dir(out) as tmp:
-        graphs = quantize_openvino_artifact(onnx_dir, fp32.manifest, calib, tmp, cfg)
+        graphs = quantize_openvino_artifact(QuantizeRequest(onnx_dir, fp32.manifest, calib, tmp, cfg))
         manifest = replace(fp32.manifest, format="openvino", precision="int8", graphs=graphs, files={},
                            tools={**fp32.manifest.tools, **tool_versions("openvino", "nncf")},
                            extra={k: v for k, v in fp32.manifest.extra.items() if k != "test_vectors"}
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ctx = ExportContext(spec, cl.CONFIG, spec.config(cl.CONFIG), model, "fp32", model.vocab)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    onnx_dir, ov_dir = export_context(ctx, ["onnx", "openvino"], workdir / "artifacts", log)
+    onnx_dir, ov_dir = export_context(ctx, ["onnx", "openvino"], workdir / "artifacts", log).artifacts
     times["export_onnx_and_openvino_s"] = time.perf_counter() - t0
     log(f"calibrating ({args.calib_size} shapes scenes) and quantizing with NNCF ...")
     from mmedge.calibration.data import CalibSource, gather
@@ -201,6 +201,7 @@ def _precisions(pipes: dict[str, Any]) -> dict[str, str]:
 
 def demo_bleu(workdir: Path, calib_size: int) -> dict[str, Any]:
     """BLEU-4 (beam 3, test split) of the demo captioner: fp32 vs OpenVINO int8 (the export's report)."""
+    from mmedge.calibration import int8_export
     from mmedge.calibration.data import CalibSource
     from mmedge.calibration.recipes import QuantConfig
     from mmedge.export import registry
@@ -212,8 +213,7 @@ def demo_bleu(workdir: Path, calib_size: int) -> dict[str, Any]:
     log("demo captioner: int8 OpenVINO export with the accuracy report (BLEU-4 on the test split) ...")
     req = registry.ExportRequest("captioner", ["openvino"], "int8", "demo", out=workdir / "demo",
                                  calib=CalibSource(None, calib_size), quant=QuantConfig(cache_dir=workdir / "cache"))
-    registry.export(req, log=log)
-    rep = registry.last_reports[0]
+    rep = int8_export.export(req, log=log).reports[0]
     b = rep.task.get("bleu4@beam3", {})
     return {"available": True, "bleu4_fp32": b.get("fp32"), "bleu4_int8": b.get("int8"),
             "drop_points": 100 * (b.get("fp32", 0) - b.get("int8", 0)),

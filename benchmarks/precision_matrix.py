@@ -102,7 +102,7 @@ def fp32_artifacts(model: Any, config: str, onnx: Path | None, out: Path) -> tup
     if onnx is None:
         spec = zoo.get("captioner")
         ctx = ExportContext(spec, config, spec.config(config), model, "fp32", model.vocab)
-        onnx_dir, ov_dir = export_context(ctx, ["onnx", "openvino"], out, log)
+        onnx_dir, ov_dir = export_context(ctx, ["onnx", "openvino"], out, log).artifacts
         return onnx_dir, ov_dir
     m = read_manifest(onnx)
     if (m.model, m.config, m.format, m.precision) != ("captioner", config, "onnx", "fp32"):
@@ -115,11 +115,11 @@ def fp32_artifacts(model: Any, config: str, onnx: Path | None, out: Path) -> tup
 def quantize(fmt: str, onnx_dir: Path, manifest: Manifest, calib: Any, dest: Path, cfg: Any,
              graphs: tuple[str, ...]) -> dict[str, GraphEntry]:
     """The export's int8 recipe for `fmt` on some graphs of the fp32 ONNX artifact, into `dest`."""
-    from mmedge.calibration.recipes import recipe
+    from mmedge.calibration.recipes import QuantizeRequest, recipe
 
     dest.mkdir(parents=True, exist_ok=True)
     sub = replace(manifest, graphs=[g for g in manifest.graphs if g.name in graphs])
-    return {g.name: g for g in recipe(fmt)(onnx_dir, sub, calib, dest, cfg)}
+    return {g.name: g for g in recipe(fmt)(QuantizeRequest(onnx_dir, sub, calib, dest, cfg))}
 
 
 def assemble(out: Path, base: Manifest, fmt: str, precision: str, parts: dict[str, tuple[Path, GraphEntry]],

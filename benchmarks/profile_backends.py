@@ -72,8 +72,9 @@ def formats_here() -> list[str]:
 def export_one(model: str, config: str, fmt: str, precision: str, out: Path, calib_size: int,
                skipped: list[str]) -> Path | None:
     from mmedge.calibration.data import CalibSource
+    from mmedge.calibration.int8_export import export  # every precision: int8 calibrates
     from mmedge.calibration.recipes import QuantConfig
-    from mmedge.export.registry import ExportRequest, export
+    from mmedge.export.registry import ExportRequest
 
     int8 = precision == "int8"
     req = ExportRequest(model, [fmt], precision, config, out=out,
@@ -81,7 +82,7 @@ def export_one(model: str, config: str, fmt: str, precision: str, out: Path, cal
                         quant=QuantConfig(cache_dir=out / "calib-cache") if int8 else None, report=False)
     t0 = time.perf_counter()
     try:
-        (art,) = export(req, log=lambda s: None)
+        (art,) = export(req, log=lambda s: None).artifacts
     except (MmedgeError, ImportError, RuntimeError) as e:
         skipped.append(f"{model} ({config}) {fmt} {precision}: {str(e).splitlines()[0][:160]}")
         log(f"skipped {model} {fmt} {precision}: {e}")
@@ -116,8 +117,9 @@ def full_artifacts(model: Any, out: Path, formats: list[str], int8: bool, calib_
     from dataclasses import replace
 
     from mmedge.calibration.data import CalibSource
+    from mmedge.calibration.int8_export import export_int8
     from mmedge.calibration.recipes import QuantConfig
-    from mmedge.export.registry import ExportContext, ExportRequest, export_context, export_int8
+    from mmedge.export.registry import ExportContext, ExportRequest, export_context
     from mmedge.models import zoo
 
     spec = zoo.get("captioner")
@@ -126,7 +128,7 @@ def full_artifacts(model: Any, out: Path, formats: list[str], int8: bool, calib_
     for fmt in formats:
         t0 = time.perf_counter()
         try:
-            arts += export_context(ctx, [fmt], out)
+            arts += export_context(ctx, [fmt], out).artifacts
             log(f"exported the full captioner to {fmt} fp32 in {time.perf_counter() - t0:.1f} s")
         except (MmedgeError, ImportError, RuntimeError) as e:
             skipped.append(f"captioner (full) {fmt} fp32: {str(e).splitlines()[0][:160]}")
@@ -135,7 +137,7 @@ def full_artifacts(model: Any, out: Path, formats: list[str], int8: bool, calib_
         req = ExportRequest("captioner", ["onnx"], "int8", "full", out=out, calib=CalibSource(None, calib_size),
                             quant=QuantConfig(cache_dir=out / "calib-cache"), report=False)
         try:
-            arts += export_int8(replace(ctx, precision="int8"), req, log=lambda s: None)
+            arts += export_int8(replace(ctx, precision="int8"), req, log=lambda s: None).artifacts
             log(f"exported the full captioner to onnx int8 in {time.perf_counter() - t0:.1f} s")
         except (MmedgeError, ImportError, RuntimeError) as e:
             skipped.append(f"captioner (full) onnx int8: {str(e).splitlines()[0][:160]}")

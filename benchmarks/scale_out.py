@@ -56,7 +56,7 @@ def make_images(dest: Path, n: int) -> list[str]:
 def export_demo(dest: Path, config: str) -> Path:
     from mmedge.export.registry import ExportRequest, export
 
-    (path,) = export(ExportRequest("captioner", ["onnx"], config=config, out=dest))
+    (path,) = export(ExportRequest("captioner", ["onnx"], config=config, out=dest)).artifacts
     return path
 
 

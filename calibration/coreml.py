@@ -25,7 +25,7 @@ weight-only, and `--option int8=weights` (with an export context) makes every
 graph weight-only.
 
 The recipe needs the PyTorch model (Core ML has no ONNX importer). It is given
-the export context when the registry passes one (`takes_context`); otherwise the
+the export context when the request carries one (`QuantizeRequest.ctx`); otherwise the
 model is rebuilt from the manifest's model and config (the zoo's seeded or
 shipped weights) and must reproduce the fp32 artifact's reference outputs, which
 refuses a checkpoint-based artifact rather than quantizing other weights.
@@ -47,8 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmedge.calibration.data import CalibrationSet
-from mmedge.calibration.recipes import QuantConfig, register_recipe
+from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, register_recipe
 from mmedge.errors import ExportError
 from mmedge.runtime.manifest import GraphEntry, Manifest
 
@@ -181,13 +180,13 @@ def _cosines(module: nn.Module, graph: Any, vectors: Any) -> dict[str, float]:
 
 
 @register_recipe("coreml")
-def quantize_coreml(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, dest: Path, cfg: QuantConfig,
-                    ctx: Any = None) -> list[GraphEntry]:
+def quantize_coreml(req: QuantizeRequest) -> list[GraphEntry]:
     """W8A8 (or weight-only) ML Programs for every graph of the fp32 artifact's model."""
     from mmedge.export.coreml import (W8A8_MIN_TARGET, CoreMLOptions, ModelInfo, check_package, convert_graph,
                                       quantize_weights, save_package, set_metadata, takes_image)
     from mmedge.models import zoo
 
+    fp32_dir, manifest, calib, dest, cfg = req.fp32_dir, req.manifest, req.calib, req.dest, req.cfg
     if cfg.method != "minmax":
         raise ExportError(f"coreml int8: --calib-method {cfg.method} is not available (coremltools' observers "
                           f"are min/max); use --calib-method minmax")
@@ -195,8 +194,8 @@ def quantize_coreml(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, d
     if unknown:
         raise ExportError(f"coreml int8: --keep-float {', '.join(unknown)}: the coreml recipe keeps op types "
                           f"in float, one of {', '.join(KEEP_FLOAT)} (node names are ONNX-only)")
-    options = dict(getattr(ctx, "options", None) or {})
-    model = ctx.model if ctx is not None else reference_model(fp32_dir, manifest)
+    options = dict(req.options)
+    model = req.ctx.model if req.ctx is not None else reference_model(fp32_dir, manifest)
     opts = CoreMLOptions.from_options(options, default_target=W8A8_MIN_TARGET)
     spec = zoo.get(manifest.model)
     config = getattr(model, "config", None) or spec.config(manifest.config)
@@ -246,5 +245,3 @@ def quantize_coreml(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, d
     (dest / SIMULATION).write_text(json.dumps(sim, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return entries
 
-
-quantize_coreml.takes_context = True  # type: ignore[attr-defined]

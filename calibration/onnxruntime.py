@@ -22,10 +22,9 @@ from typing import Iterator
 
 import numpy as np
 
-from mmedge.calibration.data import CalibrationSet
-from mmedge.calibration.recipes import QuantConfig, cache_dir, cache_key, register_recipe
+from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, cache_dir, cache_key, register_recipe
 from mmedge.errors import ExportError
-from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.manifest import GraphEntry
 from mmedge.runtime.session import Feeds
 
 DECODER_GRAPHS = ("decoder_init", "decoder_step")
@@ -96,9 +95,9 @@ def quantize_graph(src: Path, dst: Path, feeds: list[Feeds], cfg: QuantConfig, c
 
 
 @register_recipe("onnx")
-def quantize_onnx_artifact(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, dest: Path,
-                           cfg: QuantConfig) -> list[GraphEntry]:
-    """Write int8 QDQ versions of every graph of an fp32 ONNX artifact into `dest`."""
+def quantize_onnx_artifact(req: QuantizeRequest) -> list[GraphEntry]:
+    """Write int8 QDQ versions of every graph of an fp32 ONNX artifact into `req.dest`."""
+    fp32_dir, manifest, calib, dest, cfg = req.fp32_dir, req.manifest, req.calib, req.dest, req.cfg
     entries = []
     for g in manifest.graphs:
         feeds = calib.feeds.get(g.name)

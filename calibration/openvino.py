@@ -53,7 +53,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from mmedge.calibration.data import CalibrationSet, CalibSource, gather
-from mmedge.calibration.recipes import QuantConfig, cache_dir, cache_key, register_recipe
+from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, cache_dir, cache_key, register_recipe
 from mmedge.errors import ExportError, InputError
 from mmedge.runtime.manifest import GraphEntry, Manifest, TensorSpec
 from mmedge.runtime.session import Feeds, Session
@@ -347,9 +347,9 @@ def _cached(fp32_dir: Path, manifest: Manifest, g: GraphEntry, calib: Calibratio
 
 
 @register_recipe("openvino")
-def quantize_openvino_artifact(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, dest: Path,
-                               cfg: QuantConfig) -> list[GraphEntry]:
-    """Write an int8 IR (`<graph>.xml/.bin`) of every graph of an fp32 ONNX artifact into `dest`."""
+def quantize_openvino_artifact(req: QuantizeRequest) -> list[GraphEntry]:
+    """Write an int8 IR (`<graph>.xml/.bin`) of every graph of an fp32 ONNX artifact into `req.dest`."""
+    fp32_dir, manifest, calib, dest, cfg = req.fp32_dir, req.manifest, req.calib, req.dest, req.cfg
     entries = []
     for g in manifest.graphs:
         feeds = calib.feeds.get(g.name)
@@ -415,7 +415,7 @@ def quantize_with_accuracy_control(
     int8); `manifest.extra["calibration"]["accuracy_control"]` records the metric of the fp32 and
     int8 models and the settings. Example (voice encoder, 1 point max top-1 drop)::
 
-        fp32 = registry.export(ExportRequest("voice-encoder", ["onnx"], config="demo", out=tmp))[0]
+        fp32 = registry.export(ExportRequest("voice-encoder", ["onnx"], config="demo", out=tmp)).artifacts[0]
         items = [(c.audio, c.label) for c in held_out_clips]
         top1 = lambda pipe, items: float(np.mean([pipe.embed(a)[0].label == y for a, y in items]))
         quantize_with_accuracy_control(fp32, "ve-int8-ac", items, top1, max_drop=0.01)

@@ -1,10 +1,12 @@
 """INT8 recipes, one per target format, registered by name.
 
-A recipe takes the fp32 artifact directory, the calibration set gathered from
-it (calibration/data.py) and a QuantConfig, and writes the int8 model files
-into a destination directory, returning their graph entries. Ranges are cached
-on disk by (model hash, data digest, method) so that exporting for a second
-backend reuses them.
+A recipe takes one QuantizeRequest (the fp32 artifact directory, the
+calibration set gathered from it (calibration/data.py), the destination, the
+QuantConfig, and the format's own export options and model where a backend
+needs them) and writes the int8 model files into the destination directory,
+returning their graph entries. Every recipe has that one signature, so the
+caller passes the same request to each. Ranges are cached on disk by (model
+hash, data digest, method) so that exporting for a second backend reuses them.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping
 
 from mmedge.calibration.data import CalibrationSet
 from mmedge.errors import UnknownNameError
 from mmedge.registry import Registry
 from mmedge.runtime.manifest import GraphEntry, Manifest
+
+if TYPE_CHECKING:  # the export context carries a PyTorch model; the recipes that need none import no torch
+    from mmedge.export.registry import ExportContext
 
 METHODS = ("minmax", "entropy", "percentile")
 
@@ -64,7 +69,22 @@ def cache_key(model_sha256: str, calib: CalibrationSet, cfg: QuantConfig, graph:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-Recipe = Callable[[Path, Manifest, CalibrationSet, Path, QuantConfig], List[GraphEntry]]
+@dataclass(frozen=True)
+class QuantizeRequest:
+    """What every int8 recipe gets; each reads the fields its backend needs."""
+
+    fp32_dir: Path  # the fp32 ONNX artifact every recipe starts from
+    manifest: Manifest  # its manifest
+    calib: CalibrationSet  # gathered through the runtime from that artifact
+    dest: Path  # where the int8 model files go
+    cfg: QuantConfig
+    options: Mapping[str, Any] = field(default_factory=dict)  # the format's own -o options (TensorRT, Core ML)
+    # the export context, when the PyTorch model is at hand (Core ML converts from torch, not ONNX);
+    # None: a recipe that needs the model rebuilds it from the manifest
+    ctx: ExportContext | None = None
+
+
+Recipe = Callable[[QuantizeRequest], List[GraphEntry]]
 # one recipe module per backend, keyed by the artifact format it writes
 RECIPES: Registry[Recipe] = Registry("int8 recipe for format", modules=tuple(
     f"mmedge.calibration.{m}" for m in ("onnxruntime", "openvino", "coreml", "tensorrt")))

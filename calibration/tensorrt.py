@@ -35,11 +35,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mmedge.calibration.onnxruntime import _quiet  # one place silences ORT's quantizer logging
 from mmedge.calibration.data import CalibrationSet, CalibSource
-from mmedge.calibration.recipes import QuantConfig, cache_dir, cache_key, register_recipe
+from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, cache_dir, cache_key, register_recipe
 from mmedge.errors import ExportError, InputError
 # The cache format and the int8-layout marker live one layer down (export/trt_cache.py), where
 # the engine builder and the Jetson packager read them; re-exported here for this recipe's callers.
@@ -171,12 +171,12 @@ def quantize_artifact(fp32_dir: Path, dest: Path, source: CalibSource | None = N
 
 
 @register_recipe("tensorrt")
-def tensorrt_recipe(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet, dest: Path, cfg: QuantConfig,
-                    options: Mapping[str, Any] | None = None) -> list[GraphEntry]:
+def tensorrt_recipe(req: QuantizeRequest) -> list[GraphEntry]:
     """int8 TensorRT artifact: Q/DQ ONNX + caches under onnx/, engines built from them (needs a GPU)."""
     from mmedge.export import tensorrt as engines
 
-    settings = engines.settings_from_options(dict(options or {}), "int8")
+    fp32_dir, manifest, calib, dest, cfg = req.fp32_dir, req.manifest, req.calib, req.dest, req.cfg
+    settings = engines.settings_from_options(dict(req.options), "int8")  # its build options (-o)
     engines.require_gpu()  # before any quantization work
     onnx_dir = dest / engines.ONNX_DIR
     qdq = quantize_tensorrt(fp32_dir, manifest, calib, onnx_dir, cfg)

@@ -28,11 +28,13 @@ mmedge-jetson/
 What each TensorRT release can do (DLA, fp16/int8 by flags or strongly typed, INT64 I/O,
 version-compatible engines) is one table, `mmedge.export.trt_matrix.MATRIX`: the script embeds it.
 
-Give it fp32 ONNX artifacts: the int8 graphs are quantized here for TensorRT
-(`mmedge.calibration.tensorrt`, sharing the ONNX Runtime recipe's calibration
-cache). An int8 artifact already in TensorRT's layout can be given alongside
-its fp32 artifact; ONNX Runtime's x86 int8 layout (uint8 activations) is
-refused, as are engine artifacts. Every graph is checked with the TensorRT
+Give it fp32 ONNX artifacts: the int8 graphs are quantized for TensorRT by the
+`quantize` step the caller passes (calibration is a layer above this one:
+`mmedge.calibration.packaging.package`, what `mmedge package` calls, passes
+`mmedge.calibration.tensorrt.quantize_artifact`, sharing the ONNX Runtime
+recipe's calibration cache). An int8 artifact already in TensorRT's layout can
+be given alongside its fp32 artifact; ONNX Runtime's x86 int8 layout (uint8
+activations) is refused, as are engine artifacts. Every graph is checked with the TensorRT
 compatibility check first. The archive is written to a temporary file and
 renamed into place, byte-identical for identical inputs.
 
@@ -42,8 +44,10 @@ Options (`PackageRequest.options`; on the command line `mmedge package jetson --
 fp16 engines on TensorRT >= 11), `batch` / `beam` / `profile.AXIS` (as for `--format
 tensorrt`), `workspace`, `dla_core` and `version_compatible` (the script's defaults of
 WORKSPACE_MIB, DLA_CORE and VERSION_COMPATIBLE; the environment overrides them). Python-only:
-`calib` (CalibSource), `quant` (QuantConfig), `log` (a callable for progress), `verify` (re-check
-a bundle instead of writing one).
+`quantize` (a Quantize: writes the int8 artifact of an fp32 one; needed for the int8 graphs of
+fp32 artifacts given without their int8 one), `calib` (CalibSource) and `quant` (QuantConfig),
+read by `mmedge.calibration.packaging` to make `quantize`, `log` (a callable for progress),
+`verify` (re-check a bundle instead of writing one).
 
 This module packages; export/jetson_script.py fills in the scripts and the README from the
 templates in export/templates/jetson/, export/jetson_wheel.py stages the offline install
@@ -71,7 +75,12 @@ from mmedge.export.jetson_script import INSTALL_SCRIPT, README, SAFE_NAME, SCRIP
 from mmedge.export.jetson_wheel import (FIXED_MTIME, JETPACKS, WHEELS, build_wheel, requirements_text,
                                         stage_install)
 from mmedge.export.package import PackageRequest, register_packager
+from mmedge.export.trt_cache import caches_of, is_tensorrt_int8
 from mmedge.runtime.manifest import MANIFEST, Manifest, load_test_vectors, read_manifest, sha256_file
+
+# The int8 step: (fp32 ONNX artifact, destination, log) -> an int8 ONNX artifact in TensorRT's layout
+# with its calibration caches. It calibrates, a layer above this module, so the caller passes it.
+Quantize = Callable[[Path, Path, Callable[[str], None]], Path]
 
 __all__ = ["BUNDLE_DIR", "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "BUNDLE_MANIFEST", "INSTALL_SCRIPT", "JETPACKS",
            "JETSON_SCHEMA", "MAX_MEMBERS", "MAX_RATIO", "MAX_UNPACKED", "SCRIPT", "WHEELS", "build_script",
@@ -90,8 +99,6 @@ class _Group:
 # ------------------------------------------------------------------ inputs
 def _groups(artifacts: list[Path]) -> list[_Group]:
     """fp32 ONNX artifacts (+ optional int8 ones in TensorRT's layout), one group per model/config."""
-    from mmedge.calibration.tensorrt import is_tensorrt_int8
-
     fp32: dict[str, tuple[Path, Manifest]] = {}
     int8: dict[str, Path] = {}
     for a in artifacts:
@@ -150,6 +157,8 @@ def package_jetson(req: PackageRequest) -> Path:
         raise InputError(f"{out}: is a directory; give the archive's file name")
     log: Callable[[str], None] = req.options.get("log") or (lambda s: print(s, file=sys.stderr))
     groups = _groups(list(req.artifacts))
+    if req.options.get("int8", True) and any(g.int8 is None for g in groups):
+        _quantize_step(req.options)  # without one, fail before any work
     for module in ("onnxruntime", "onnx"):  # no torch needed; a device install may lack onnx
         require(module, "mmedge package jetson: int8 calibration and the TensorRT lint", extra="onnx")
     with tempfile.TemporaryDirectory(prefix="mmedge-jetson-") as work:
@@ -180,7 +189,6 @@ def _tools() -> dict[str, str]:
 
 
 def _stage(root: Path, groups: list[_Group], options: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    from mmedge.calibration.tensorrt import caches_of, quantize_artifact
     from mmedge.export.tensorrt import (dla_allowed, example_shapes_from_vectors, fp16_onnx, profile_shapes,
                                         trtexec_shapes)
     from mmedge.export.tensorrt_compat import inspect
@@ -199,7 +207,7 @@ def _stage(root: Path, groups: list[_Group], options: dict[str, Any], log: Calla
             _copy_artifact(g.int8, root / int8_rel)
         elif options.get("int8", True):
             int8_rel = f"artifacts/{g.name}-onnx-int8"
-            quantize_artifact(g.fp32, root / int8_rel, options.get("calib"), options.get("quant"), log)
+            _quantize_step(options)(g.fp32, root / int8_rel, log)
         if int8_rel:
             caches = caches_of(root / int8_rel)
             int8_m = read_manifest(root / int8_rel)
@@ -244,6 +252,15 @@ def _stage(root: Path, groups: list[_Group], options: dict[str, Any], log: Calla
                            "fp16_onnx": f"fp16/{g.name}" if with_fp16 else None,
                            "graphs": graphs, "notes": sorted(set(notes))})
     return {"groups": out_groups, "graphs_lines": lines, "defaults": defaults}
+
+
+def _quantize_step(options: dict[str, Any]) -> Quantize:
+    quantize = options.get("quantize")
+    if quantize is None:
+        raise InputError("package jetson: the int8 graphs need calibration; package through "
+                         "mmedge.calibration.packaging.package (what `mmedge package jetson` does), give the int8 "
+                         "artifact in TensorRT's layout too, or leave int8 out (int8=False, --no-int8)")
+    return quantize
 
 
 def _flag(options: dict[str, Any], key: str, default: bool) -> bool:

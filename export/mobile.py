@@ -52,7 +52,7 @@ import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -71,13 +71,12 @@ from mmedge.runtime.manifest import (MANIFEST, GraphEntry, Manifest, artifact_fi
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_SCHEMA", "BUNDLE_VERSION", "FORMATS", "LICENSE_TEXT", "MAX_ENTRIES",
            "MAX_MEMBER_RATIO", "MAX_RATIO", "MAX_UNPACKED", "ORT_CONFIG", "PREP_SOURCE", "README", "VECTORS_SCHEMA",
-           "build", "check_files", "convert_to_ort", "extract", "last_reports", "package_mobile", "read_vectors",
+           "build", "check_bundle", "check_files", "convert_to_ort", "extract", "package_mobile", "read_vectors",
            "verify"]
 
 FORMATS = {"coreml": "ios", "onnx": "android"}
 ORT_CONFIG = "required_operators_and_types.config"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-last_reports: list[Any] = []  # parity reports of the last --verify
 
 
 def _artifacts(paths: list[Path]) -> dict[str, dict[str, tuple[Path, Manifest]]]:
@@ -269,14 +268,22 @@ def build(req: PackageRequest) -> Path:
     return out
 
 
+def check_bundle(bundle: Path, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[Any]:
+    """`--verify`: `verify()` with a line per platform and model through `log` (stderr: stdout stays
+    for --json); returns the parity reports (runtime.parity.ParityReport)."""
+    reports = verify(Path(bundle))
+    for r in reports:
+        worst = max((m.max_rel for m in r.outputs), default=0.0)
+        beam = f", beam tokens equal {r.beam['tokens_equal']}" if r.beam else ""
+        log(f"{r.artifact}: parity ok ({r.precision}, max rel error {worst:.2e}{beam})")
+    return reports
+
+
 @register_packager("mobile")
 def package_mobile(req: PackageRequest) -> Path:
+    """Write the bundle, or with the `verify` option re-check one (check_bundle gives its reports)."""
     verify_path = req.options.get("verify")
     if verify_path is not None:
-        last_reports[:] = verify(Path(verify_path))
-        for r in last_reports:  # a line per platform and model on stderr (stdout stays for --json)
-            worst = max((m.max_rel for m in r.outputs), default=0.0)
-            beam = f", beam tokens equal {r.beam['tokens_equal']}" if r.beam else ""
-            print(f"{r.artifact}: parity ok ({r.precision}, max rel error {worst:.2e}{beam})", file=sys.stderr)
+        check_bundle(Path(verify_path))
         return Path(verify_path)
     return build(req)

@@ -27,7 +27,7 @@ from mmedge.errors import InputError
 from mmedge.runtime.cpu_features import CpuFeatures
 
 if TYPE_CHECKING:
-    from mmedge.export.registry import ExportRequest
+    from mmedge.export.registry import ExportRequest, ExportResult
 
 AUTO = "auto"
 CPU_FORMATS = ("onnx", "openvino")  # run on the CPU that detects them (the exporting machine's family)
@@ -256,8 +256,12 @@ class AutoExport:
         return [c.to_json(self.cpu) for c in self.choices]
 
 
-def export_auto(req: ExportRequest, cpu: CpuFeatures, log: Callable[[str], None] = lambda s: None) -> AutoExport:
-    """`mmedge export --precision auto`: log the machine and each choice, then export each group."""
+def export_auto(req: ExportRequest, cpu: CpuFeatures, export: Callable[..., ExportResult],
+                log: Callable[[str], None] = lambda s: None) -> AutoExport:
+    """`mmedge export --precision auto`: log the machine and each choice, then export each group.
+
+    `export(request, log=...)` exports one group in any precision: int8 calibrates, a layer above
+    this one, so the caller passes `mmedge.calibration.int8_export.export`."""
     from mmedge.export import registry
 
     log(f"--precision auto: {cpu.describe()}")
@@ -270,8 +274,8 @@ def export_auto(req: ExportRequest, cpu: CpuFeatures, log: Callable[[str], None]
     for sub, choices in requests:
         for c in choices:
             log(c.line())
-        res.dirs += registry.export(sub, log=log)
+        done = export(sub, log=log)
+        res.dirs += done.artifacts
         res.choices += choices
-        if sub.precision == "int8":
-            res.reports += list(registry.last_reports)
+        res.reports += done.reports
     return res

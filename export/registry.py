@@ -1,17 +1,18 @@
-"""The exporter registry and the one `export()` entry point.
+"""The exporter registry and the fp32/fp16 `export()` entry point.
 
 An exporter is a plain function registered under a format name; it writes the
 model files of one artifact into a directory and returns their graph entries.
 Everything shared by all formats (building the reference model, the example
 inputs and reference outputs, test vectors, the manifest, atomic writing) lives
 here once, so a backend module holds only what is specific to its format.
+int8 needs calibration, a layer above: calibration/int8_export.py starts from
+the fp32 ONNX artifact written here. Exports return an ExportResult (artifacts
+and, for int8, accuracy reports).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import inspect
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, List
@@ -22,7 +23,7 @@ from mmedge.errors import ExportError, InputError, MissingDependencyError, Unkno
 from mmedge.export.artifact import atomic_dir, config_dict, finish, tool_versions
 from mmedge.models import zoo
 from mmedge.registry import Registry
-from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest
+from mmedge.runtime.manifest import GraphEntry, Manifest
 from mmedge.runtime.options import OptionSchema
 from mmedge.runtime.vocab import Vocabulary
 
@@ -105,7 +106,7 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, Any]:
     return option_schema(names).parse(pairs)
 
 
-def _own_options(ctx: ExportContext, info: ExporterInfo) -> ExportContext:
+def own_options(ctx: ExportContext, info: ExporterInfo) -> ExportContext:
     """The context an exporter gets: only the options it declares (the dict is shared by the formats)."""
     from dataclasses import replace
 
@@ -194,105 +195,35 @@ def test_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
     return vectors
 
 
-def export(req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> list[Path]:
-    """Export one model to every requested format; returns the artifact directories."""
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote: the artifact directories, and the int8 accuracy reports
+    (calibration.report.Int8Report, one per measured int8 artifact; none for fp32/fp16)."""
+
+    artifacts: list[Path]
+    reports: list[Any] = field(default_factory=list)
+
+
+def prepare(req: ExportRequest) -> ExportContext:
+    """Check a request (formats, precision, --target, -o options) before any work, then build its model."""
     require("torch", "export: the PyTorch reference model")
     check_formats(req.formats, req.precision)  # fail before any work
     target = (req.options or {}).get("target")
     if target and any(f != "onnx" for f in req.formats):
         raise ExportError(f"--target {target} checks ONNX graphs: use it with --format onnx only")
     req.options = option_schema(req.formats).validate(req.options or {})
-    ctx = build_context(req)
+    return build_context(req)
+
+
+def export(req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> ExportResult:
+    """Export one model to every requested format in fp32 or fp16.
+
+    int8 needs calibration, a layer above: `mmedge.calibration.int8_export.export` takes
+    every precision and calls this one for fp32/fp16."""
     if req.precision == "int8":
-        return export_int8(ctx, req, log)
+        raise ExportError("--precision int8 calibrates: export with mmedge.calibration.int8_export.export(req)")
+    ctx = prepare(req)
     return export_context(ctx, req.formats, Path(req.out), log)
-
-
-def export_int8(ctx: ExportContext, req: ExportRequest, log: Callable[[str], None] = lambda s: None) -> list[Path]:
-    """fp32 ONNX -> calibration data recorded through the runtime -> one int8 artifact per format.
-
-    Every recipe starts from the same fp32 ONNX graphs and the same calibration set,
-    so the backends' int8 builds are comparable. The accuracy report (fp32 vs int8)
-    is stored in the artifact's manifest under extra.int8_report and returned via
-    `last_reports`.
-    """
-    import tempfile
-    from dataclasses import replace
-
-    from mmedge.calibration.data import CalibSource, gather
-    from mmedge.calibration.recipes import QuantConfig, recipe
-    from mmedge.runtime.pipelines import load
-
-    calib_src = req.calib or CalibSource()
-    qcfg = req.quant or QuantConfig()
-    recipes = {f: recipe(f) for f in req.formats}  # unknown recipe fails before any work
-    from mmedge.calibration.data import preflight
-
-    extra = ctx.spec.manifest_extra(ctx.config)
-    preflight(calib_src, ctx.spec.pipeline, ctx.spec.preprocessing(ctx.config), int(extra.get("min_samples", 0)))
-    fp32_ctx = replace(ctx, precision="fp32", options=EXPORTERS.get("onnx").options.select(ctx.options))
-    vectors = test_vectors(fp32_ctx)
-    written = []
-    last_reports.clear()
-    with tempfile.TemporaryDirectory(prefix="mmedge-fp32-") as work:
-        fp32_dir = export_context(fp32_ctx, ["onnx"], Path(work), log)[0]
-        fp32 = load(fp32_dir)
-        log(f"calibrating on {calib_src.folder or 'the demo generator'} ({calib_src.size} samples, {qcfg.method})")
-        calib = gather(fp32, calib_src)
-        for fmt, fn in recipes.items():
-            dest = Path(req.out) / artifact_name(ctx, fmt)
-            if fmt == "onnx" and ctx.options.get("target") == "tensorrt":
-                # ONNX Runtime's x86 layout (uint8 activations) does not build on TensorRT 8.5:
-                # the TensorRT recipe's symmetric int8 Q/DQ graphs (with calibration caches) do.
-                from mmedge.calibration.tensorrt import quantize_artifact
-
-                log(f"--target tensorrt: quantizing {ctx.spec.name} to int8 in TensorRT's layout -> {dest}")
-                quantize_artifact(fp32_dir, dest, calib_src, qcfg, log)
-                try:
-                    _check_target(ctx, fmt, dest, read_manifest(dest).graphs, log)
-                except ExportError:
-                    shutil.rmtree(dest, ignore_errors=True)
-                    raise
-                written.append(dest)
-                continue
-            log(f"quantizing {ctx.spec.name} ({ctx.config_name}) to {fmt} int8 -> {dest}")
-            own = _own_options(ctx, EXPORTERS.get(fmt))
-            with atomic_dir(dest) as tmp:
-                params = inspect.signature(fn).parameters  # optional extras a recipe may ask for
-                extra_args = {**({"options": own.options} if "options" in params else {}),  # TensorRT build options
-                              **({"ctx": own} if getattr(fn, "takes_context", False) else {})}  # Core ML: from torch
-                graphs = fn(fp32_dir, fp32.manifest, calib, tmp, qcfg, **extra_args)
-                np.savez_compressed(tmp / "test_vectors.npz", **vectors)
-                manifest = Manifest(
-                    model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=fmt,
-                    precision="int8", graphs=graphs, preprocessing=fp32.manifest.preprocessing,
-                    model_config=fp32.manifest.model_config, vocabulary=fp32.manifest.vocabulary,
-                    labels=fp32.manifest.labels,  # tools: the fp32 ONNX source's (onnxslim too), then the quantizer's
-                    tools={**fp32.manifest.tools, **tool_versions("torch", "onnx", "onnxruntime")},
-                    extra={**fp32.manifest.extra, "calibration": {
-                        "data": calib.description, "digest": calib.digest, "method": qcfg.method,
-                        "per_channel": qcfg.per_channel, "keep_float": list(qcfg.keep_float),
-                        "dynamic_decoder": qcfg.dynamic_decoder}, **ctx.manifest_extra.get(fmt, {})},
-                )
-                finish(tmp, manifest)
-                from mmedge.runtime.session import available, backend_for_format
-
-                if req.report and not available(backend_for_format(fmt)):
-                    log(f"no accuracy report for {fmt}: its backend cannot run on this machine")
-                elif req.report:
-                    from mmedge.calibration.report import build_report
-
-                    log("measuring int8 vs fp32 (held-out samples, task metric, speed)")
-                    rep = build_report(fp32, load(tmp))
-                    rep.fp32, rep.int8 = "fp32 (onnx)", str(dest)
-                    last_reports.append(rep)
-                    manifest.extra["int8_report"] = rep.to_json()
-                    finish(tmp, manifest)
-            written.append(dest)
-    return written
-
-
-last_reports: list[Any] = []
 
 
 def check_formats(names: list[str], precision: str) -> list[ExporterInfo]:
@@ -304,7 +235,7 @@ def check_formats(names: list[str], precision: str) -> list[ExporterInfo]:
     return infos
 
 
-def _check_target(ctx: ExportContext, fmt: str, folder: Path, graphs: list[GraphEntry],
+def check_target(ctx: ExportContext, fmt: str, folder: Path, graphs: list[GraphEntry],
                   log: Callable[[str], None]) -> None:
     """--target NAME: lint the ONNX graphs just written (before anything is published)."""
     target = ctx.options.get("target")
@@ -318,7 +249,7 @@ def _check_target(ctx: ExportContext, fmt: str, folder: Path, graphs: list[Graph
 
 
 def export_context(ctx: ExportContext, names: list[str], out: Path,
-                   log: Callable[[str], None] = lambda s: None) -> list[Path]:
+                   log: Callable[[str], None] = lambda s: None) -> ExportResult:
     """Export an already-built model (tests use it with their own seeded models)."""
     infos = check_formats(names, ctx.precision)
     ctx.options = option_schema(names).validate(ctx.options)  # before any work
@@ -328,8 +259,8 @@ def export_context(ctx: ExportContext, names: list[str], out: Path,
         dest = out / artifact_name(ctx, info.name)
         log(f"exporting {ctx.spec.name} ({ctx.config_name}) to {info.name} {ctx.precision} -> {dest}")
         with atomic_dir(dest) as tmp:
-            graphs = info.fn(_own_options(ctx, info), tmp)
-            _check_target(ctx, info.name, tmp, graphs, log)
+            graphs = info.fn(own_options(ctx, info), tmp)
+            check_target(ctx, info.name, tmp, graphs, log)
             np.savez_compressed(tmp / "test_vectors.npz", **vectors)
             manifest = Manifest(
                 model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=info.name,
@@ -342,4 +273,4 @@ def export_context(ctx: ExportContext, names: list[str], out: Path,
             )
             finish(tmp, manifest)
         written.append(dest)
-    return written
+    return ExportResult(written)

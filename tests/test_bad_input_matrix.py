@@ -202,9 +202,10 @@ def _jetson_bundle(t: Path, a: dict[str, Path], replace: dict[str, bytes]) -> Pa
     import io
     import tarfile
 
-    from mmedge.export.package import PackageRequest, packager
+    from mmedge.calibration.packaging import package
+    from mmedge.export.package import PackageRequest
 
-    good = packager("jetson")(PackageRequest([a["soundnet"]], t / "good.tar.gz", {}))
+    good = package("jetson", PackageRequest([a["soundnet"]], t / "good.tar.gz", {}))
     bad = t / "bad.tar.gz"
     with tarfile.open(good) as src, tarfile.open(bad, "w:gz") as dst:
         for m in src.getmembers():

@@ -109,7 +109,7 @@ def onnx_artifacts(tmp_path_factory) -> dict[str, object]:
     from mmedge.export.registry import ExportRequest, export
 
     out = tmp_path_factory.mktemp("demo-audio")
-    return {name: runtime.load(export(ExportRequest(name, ["onnx"], config="demo", out=out))[0])
+    return {name: runtime.load(export(ExportRequest(name, ["onnx"], config="demo", out=out)).artifacts[0])
             for name in AUDIO_MODELS}
 
 

@@ -126,7 +126,7 @@ def onnx_captioner(model: torch.nn.Module, tmp_path_factory: pytest.TempPathFact
 
     spec = zoo.get("captioner")
     ctx = ExportContext(spec, "demo", spec.config("demo"), model, "fp32", model.vocab)
-    return load(export_context(ctx, ["onnx"], tmp_path_factory.mktemp("demo"))[0])
+    return load(export_context(ctx, ["onnx"], tmp_path_factory.mktemp("demo")).artifacts[0])
 
 
 def test_pytorch_reference_names_the_objects(model: torch.nn.Module) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmedge.calibration import int8_export
 from mmedge.calibration.data import CalibSource
 from mmedge.calibration.recipes import QuantConfig
 from mmedge.errors import InputError, UnknownNameError
@@ -22,10 +23,10 @@ pytest.importorskip("onnxruntime")
 
 
 def export_int8(model: str, config: str, out: Path, cache: Path, size: int = 16, report: bool = True,
-                folder: Path | None = None, **quant: object) -> Path:
+                folder: Path | None = None, **quant: object) -> registry.ExportResult:
     req = registry.ExportRequest(model, ["onnx"], "int8", config, out=out, calib=CalibSource(folder, size),
                                  quant=QuantConfig(cache_dir=cache, **quant), report=report)  # type: ignore[arg-type]
-    return registry.export(req)[0]
+    return int8_export.export(req)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ])
 def test_audio_int8_keeps_accuracy(model: str, config: str, metric: str, bound: float, tmp_path: Path,
                                    cache: Path) -> None:
-    art = export_int8(model, config, tmp_path, cache)
-    (rep,) = registry.last_reports
+    res = export_int8(model, config, tmp_path, cache)
+    (art,), (rep,) = res.artifacts, res.reports
     task = rep.task[metric]
     assert task["fp32"] >= 0.9 and task["fp32"] - task["int8"] <= bound  # <= 1 point drop on 100 test clips
     assert all(o.cosine > 0.99 for o in rep.outputs)
@@ -52,7 +53,7 @@ def test_audio_int8_keeps_accuracy(model: str, config: str, metric: str, bound: 
 def test_int8_model_really_is_quantized(tmp_path: Path, cache: Path) -> None:
     import onnx
 
-    art = export_int8("soundnet", "demo", tmp_path, cache, report=False)
+    (art,) = export_int8("soundnet", "demo", tmp_path, cache, report=False).artifacts
     ops = {n.op_type for n in onnx.load(str(art / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     weights = [t for t in onnx.load(str(art / "model.onnx")).graph.initializer if t.data_type == onnx.TensorProto.INT8]
@@ -60,8 +61,7 @@ def test_int8_model_really_is_quantized(tmp_path: Path, cache: Path) -> None:
 
 
 def test_refocus_int8_psnr(tmp_path: Path, cache: Path) -> None:
-    export_int8("refocus", "tiny", tmp_path, cache, size=8)
-    (rep,) = registry.last_reports
+    (rep,) = export_int8("refocus", "tiny", tmp_path, cache, size=8).reports
     assert rep.task["psnr_vs_fp32_db"]["int8"] >= 35.0
 
 
@@ -85,7 +85,8 @@ def test_calibration_from_a_wav_folder(tmp_path: Path, cache: Path) -> None:
 
     folder = tmp_path / "wavs"
     sounds.write_examples(folder)
-    art = export_int8("voice-encoder", "demo", tmp_path / "out", cache, size=10, report=False, folder=folder)
+    (art,) = export_int8("voice-encoder", "demo", tmp_path / "out", cache, size=10, report=False,
+                         folder=folder).artifacts
     assert "10 WAV files from" in load(art).manifest.extra["calibration"]["data"]
 
 

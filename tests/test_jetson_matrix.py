@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from mmedge.calibration.data import CalibSource
+from mmedge.calibration.packaging import package
 from mmedge.calibration.recipes import QuantConfig
 from mmedge.errors import ExportError, InputError
 from mmedge.export import tensorrt as trtexp
@@ -62,7 +63,7 @@ def unpacked(cli_onnx: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     work = tmp_path_factory.mktemp("jetson-matrix")
     out = work / "b.tar.gz"
     opts = {"calib": CalibSource(size=8), "quant": QuantConfig(cache_dir=work / "cache")}
-    packager("jetson")(PackageRequest([cli_onnx["captioner"]], out, opts))
+    package("jetson", PackageRequest([cli_onnx["captioner"]], out, opts))
     with tarfile.open(out) as tar:
         tar.extractall(work / "x", filter="data")
     return work / "x" / BUNDLE_DIR

@@ -56,22 +56,6 @@ LAYERS: Tuple[Layer, ...] = (
 # the test fails once an entry no longer occurs, so the list only shrinks. Remove an entry
 # together with the import it excuses.
 ALLOWED: FrozenSet[Tuple[str, str]] = frozenset({
-    # export_int8 (int8 export = fp32 ONNX + calibration + recipes + report) is calibration's
-    # job: move it to a calibration module (e.g. calibration/int8_export.py) and let cli.py /
-    # demo.py call it for --precision int8, leaving export.registry.export() fp32/fp16 only.
-    ("mmedge.export.registry", "mmedge.calibration.data"),
-    ("mmedge.export.registry", "mmedge.calibration.recipes"),
-    ("mmedge.export.registry", "mmedge.calibration.tensorrt"),
-    ("mmedge.export.registry", "mmedge.calibration.report"),
-    # `package jetson` quantizes (quantize_artifact) before bundling: is_tensorrt_int8 and
-    # caches_of now live in export.trt_cache; the int8 step belongs to a caller above
-    # calibration (or jetson's int8 bundling moves to a calibration module).
-    ("mmedge.export.jetson", "mmedge.calibration.tensorrt"),
-    # A cycle in runtime/ (work in progress elsewhere): roofline annotates with profiler's
-    # dataclasses under TYPE_CHECKING while profiler imports roofline. Move ProfileOptions,
-    # RowInfo, ProfileRow, ArtifactInfo and ProfileResult to a module both import (e.g.
-    # runtime/profile_types.py, re-exported by profiler).
-    ("mmedge.runtime.roofline", "mmedge.runtime.profiler"),
 })
 
 

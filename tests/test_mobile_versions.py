@@ -33,7 +33,7 @@ def unzipped(tmp_path_factory: pytest.TempPathFactory, golden_onnx: dict[str, Pa
         spec = zoo.get("captioner")
         model = make_golden.reference_model("captioner")
         ctx = ExportContext(spec, "tiny", spec.config("tiny"), model, "fp16", model.vocab)
-        arts.append(export_context(ctx, ["coreml"], tmp_path_factory.mktemp("coreml"))[0])
+        arts.append(export_context(ctx, ["coreml"], tmp_path_factory.mktemp("coreml")).artifacts[0])
     out = tmp_path_factory.mktemp("bundle") / "app.zip"
     packager("mobile")(PackageRequest(arts, out))
     root = tmp_path_factory.mktemp("unzipped")

@@ -210,10 +210,10 @@ def test_each_exporter_gets_only_its_own_options() -> None:
     assert opts == {"batches": [4, 1, 2], "opset": 18, "timing_cache": False,
                     "profile.samples": (8000, 16000, 32000)}
     ctx = _soundnet_ctx(opts)
-    assert registry._own_options(ctx, registry.EXPORTERS.get("coreml")).options == {"batches": [4, 1, 2]}
-    assert registry._own_options(ctx, registry.EXPORTERS.get("tensorrt")).options == {
+    assert registry.own_options(ctx, registry.EXPORTERS.get("coreml")).options == {"batches": [4, 1, 2]}
+    assert registry.own_options(ctx, registry.EXPORTERS.get("tensorrt")).options == {
         "opset": 18, "timing_cache": False, "profile.samples": (8000, 16000, 32000)}
-    assert registry._own_options(ctx, registry.EXPORTERS.get("onnx")).options == {"opset": 18}
+    assert registry.own_options(ctx, registry.EXPORTERS.get("onnx")).options == {"opset": 18}
 
 
 def test_tensorrt_and_coreml_read_the_schema() -> None:

@@ -436,7 +436,7 @@ def test_eval_puts_the_task_metric_beside_the_speed(tmp_path: Path) -> None:
     from mmedge.export.registry import ExportRequest, export
     from mmedge.runtime import profile_render
 
-    (art,) = export(ExportRequest("soundnet", ["onnx"], config="demo", out=tmp_path))
+    (art,) = export(ExportRequest("soundnet", ["onnx"], config="demo", out=tmp_path)).artifacts
     from mmedge.calibration.evaluate import evaluator
 
     res = P.profile([art], P.ProfileOptions(runs=2, warmup=0, eval=True, eval_limit=6, evaluator=evaluator))

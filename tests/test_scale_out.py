@@ -41,7 +41,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mmedge.export.registry import ExportRequest, export
 
     out = tmp_path_factory.mktemp("scale-art")
-    (path,) = export(ExportRequest("captioner", ["onnx"], config="demo", out=out))
+    (path,) = export(ExportRequest("captioner", ["onnx"], config="demo", out=out)).artifacts
     return path
 
 
