@@ -10,6 +10,12 @@ reduced size (libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never below 2x the model
 the usual bilinear resize: the result differs slightly from a full decode (a few levels of 255
 on edges) but needs 4-64x less memory and time.  Smaller images, and every other format,
 are decoded exactly as before.
+
+Speed (the captioner's fixed cost per image, issue #19), with the same pixels: an image read from
+a path is resized as the decoded PIL image (no round trip through a numpy array), an RGB image is
+not converted (copied) again, and the normalisation is one float32 pass per channel straight into
+the CHW result, in the same operations and order as `(x * scale - mean) / std`, so the same
+float32 roundings.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import re
 import stat
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, TypeVar, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -27,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from mmedge.errors import InputError
 
 ImageLike = Union[str, Path, np.ndarray, Image.Image]
+T = TypeVar("T")
 
 MAX_PIXELS = 160_000_000  # width x height an image header may declare (a 12000x12000 photo is 144 M)
 MAX_DECODE_PIXELS = 50_000_000  # pixels decoded at full size (RGB: 150 MB; a 16-bit PNG: 400 MB as float64)
@@ -51,7 +58,7 @@ def _to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
         img = img.convert("RGBA")
         bg = Image.new("RGBA", img.size, (255, 255, 255, 255))  # flatten transparency onto white
         img = Image.alpha_composite(bg, img)
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")  # convert("RGB") of an RGB image is a copy
 
 
 def _megapixels(n: int) -> str:
@@ -73,6 +80,11 @@ def read_image(path: str | Path, min_size: int | None = None) -> np.ndarray:
     With `min_size` (the size the caller will resize to), a JPEG of at least 4 x min_size on both
     sides is decoded at reduced size, never below 2 x min_size (see the module's docstring).
     """
+    return _read(path, min_size, lambda rgb: np.asarray(rgb, dtype=np.uint8))
+
+
+def _read(path: str | Path, min_size: int | None, finish: Callable[[Image.Image], T]) -> T:
+    """Decode `path` to an RGB PIL image and return `finish(image)`; every failure is an InputError."""
     p = Path(path)
     try:
         st = os.stat(p)
@@ -96,7 +108,7 @@ def read_image(path: str | Path, min_size: int | None = None) -> np.ndarray:
                               + (" (only JPEGs are decoded at reduced size)" if min_size is not None and not jpeg
                                  else ""))
                 img.load()
-                return np.asarray(_to_rgb(img, str(p)), dtype=np.uint8)
+                return finish(_to_rgb(img, str(p)))
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -145,16 +157,39 @@ def as_rgb_array(image: ImageLike, name: str = "image", min_size: int | None = N
     return arr
 
 
+def _resized(img: Image.Image, size: int) -> np.ndarray:
+    """HxWx3 uint8 at size x size (PIL bilinear, as scipy's imresize did)."""
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def normalize(rgb: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """HxWx3 uint8 -> [3, H, W] float32 `(x * scale - mean) / std`, written channel by channel into
+    the CHW result: the same float32 operations in the same order as on the whole HWC array (so
+    the same values, bit for bit), without float temporaries of the whole image or a transpose."""
+    scale = np.float32(params.get("scale", 1.0 / 255.0))
+    mean = np.asarray(params["mean"], np.float32)
+    std = np.asarray(params["std"], np.float32)
+    out = np.empty((3,) + rgb.shape[:2], np.float32)
+    for ch in range(3):
+        o = out[ch]
+        np.multiply(rgb[:, :, ch], scale, out=o, dtype=np.float32)  # uint8 -> float32 is exact, then one rounding
+        np.subtract(o, mean[ch], out=o)
+        np.divide(o, std[ch], out=o)
+    return out
+
+
 def preprocess_image(image: ImageLike, params: dict[str, Any], name: str = "image") -> np.ndarray:
     """-> [3, S, S] float32 normalised as in the manifest's preprocessing block."""
     size = int(params["image_size"])
-    rgb = as_rgb_array(image, name, min_size=size)
-    if rgb.shape[:2] != (size, size):
-        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
-    x = rgb.astype(np.float32) * np.float32(params.get("scale", 1.0 / 255.0))
-    mean = np.asarray(params["mean"], np.float32)
-    std = np.asarray(params["std"], np.float32)
-    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+    if _is_pathlike(image):  # resize the decoded image itself: no array round trip
+        rgb = _read(os.fspath(image), size, lambda img: _resized(img, size))
+    else:
+        rgb = as_rgb_array(image, name, min_size=size)
+        if rgb.shape[:2] != (size, size):
+            rgb = _resized(Image.fromarray(rgb), size)
+    return normalize(rgb, params)
 
 
 def read_depth(path: str | Path, scale: float | None = None) -> np.ndarray:

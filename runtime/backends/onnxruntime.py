@@ -1,16 +1,26 @@
 """ONNX Runtime session: graph optimizations on, threads configurable, and
 step-invariant inputs bound once through IOBinding so the decoder's features
-are not converted again at every beam-search step."""
+are not converted again at every beam-search step.
+
+`reuse_outputs()` is the mode beam search runs decoder_step in: inputs are wrapped as OrtValues
+sharing the numpy memory (no copy), and the outputs are written by ONNX Runtime straight into
+numpy buffers kept per input shapes (their sizes follow from the manifest's symbolic dims), which
+run() returns and the next run with the same shapes overwrites: no allocation and no copy per
+step. Plain run() keeps returning fresh arrays that the caller owns.
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import onnxruntime as ort
 
 from mmedge.errors import ArtifactError, InputError
+from mmedge.runtime.backends.wrapped import WrapCache
 from mmedge.runtime.manifest import TensorSpec
 from mmedge.runtime.session import Feeds, Session
 
@@ -19,6 +29,47 @@ from mmedge.runtime.session import Feeds, Session
 # also run with them off (.ci/run) to show the goldens do not depend on one kernel choice.
 _OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
                "disable": "ORT_DISABLE_ALL"}
+
+
+@dataclass
+class _Outputs:
+    """Preallocated outputs for one set of input shapes: numpy buffers and the OrtValues wrapping them
+    (None where a size is not known from the inputs: ONNX Runtime allocates that output)."""
+
+    arrays: dict[str, Optional[np.ndarray]]
+    values: dict[str, Any]
+
+    @property
+    def allocated_by_ort(self) -> bool:
+        return any(v is None for v in self.values.values())
+
+
+@dataclass
+class _Reuse:
+    """State of the reuse mode: outputs per input-shape key and the key bound last; OrtValues of
+    the arrays fed before (neither wrapped nor bound again when fed again) and what each input is
+    bound to now."""
+
+    outputs: dict[tuple, _Outputs] = field(default_factory=dict)
+    bound_key: Optional[tuple] = None
+    wrapped: WrapCache = field(default_factory=lambda: WrapCache(ort.OrtValue.ortvalue_from_numpy))
+    on_binding: dict[str, Any] = field(default_factory=dict)  # input name -> OrtValue
+
+
+def output_shapes(inputs: list[TensorSpec], outputs: list[TensorSpec],
+                  shapes: dict[str, tuple[int, ...]]) -> dict[str, Optional[tuple[int, ...]]]:
+    """Each output's shape from the manifest: fixed dims as declared, symbolic ones by the size the
+    same symbol has in the inputs; None where a symbol is not in the inputs or has two sizes there."""
+    sizes: dict[str, Optional[int]] = {}
+    for spec in inputs:
+        for dim, size in zip(spec.shape, shapes[spec.name]):
+            if isinstance(dim, str):
+                sizes[dim] = size if sizes.get(dim, size) == size else None
+    out: dict[str, Optional[tuple[int, ...]]] = {}
+    for spec in outputs:
+        dims = [d if isinstance(d, int) else sizes.get(d) for d in spec.shape]
+        out[spec.name] = None if any(d is None for d in dims) else tuple(int(d) for d in dims)  # type: ignore[arg-type]
+    return out
 
 
 class OrtSession(Session):
@@ -52,6 +103,23 @@ class OrtSession(Session):
         self._binding = self.sess.io_binding()
         self._bound_values: dict[str, Any] = {}
         self._output_names = [o.name for o in outputs]
+        self._input_names = [t.name for t in inputs]
+        self._reuse: Optional[_Reuse] = None
+
+    @contextmanager
+    def reuse_outputs(self) -> Iterator[None]:
+        """Within: run() returns buffers that the next run with the same input shapes overwrites (the
+        caller copies what it keeps), written in place by ONNX Runtime; inputs are not copied."""
+        if self._reuse is not None:  # nested: the outer mode stays
+            yield
+            return
+        self._reuse = _Reuse()
+        try:
+            yield
+        finally:
+            self._reuse = None
+            self._binding.clear_binding_inputs()
+            self._binding.clear_binding_outputs()
 
     def _bind(self, name: str, array: np.ndarray) -> None:
         self._bound_values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
@@ -60,6 +128,8 @@ class OrtSession(Session):
         self._bound_values.pop(name, None)
 
     def _run(self, feeds: Feeds) -> Feeds:
+        if self._reuse is not None:
+            return self._run_reusing(feeds, self._reuse)
         if not self._bound_values:
             return dict(zip(self._output_names, self.sess.run(self._output_names, feeds)))
         binding = self._binding
@@ -74,6 +144,59 @@ class OrtSession(Session):
             binding.bind_output(name)
         self.sess.run_with_iobinding(binding)
         return dict(zip(self._output_names, binding.copy_outputs_to_cpu()))
+
+    def _outputs_for(self, shapes: dict[str, tuple[int, ...]]) -> _Outputs:
+        arrays: dict[str, Optional[np.ndarray]] = {}
+        values: dict[str, Any] = {}
+        dtypes = {t.name: np.dtype(t.dtype) for t in self.outputs}
+        for name, shape in output_shapes(self.inputs, self.outputs, shapes).items():
+            arrays[name] = None if shape is None else np.empty(shape, dtypes[name])
+            values[name] = None if shape is None else ort.OrtValue.ortvalue_from_numpy(arrays[name])
+        return _Outputs(arrays, values)
+
+    def _bind_outputs(self, outs: _Outputs) -> None:
+        self._binding.clear_binding_outputs()
+        for name in self._output_names:
+            if outs.values[name] is None:
+                self._binding.bind_output(name)
+            else:
+                self._binding.bind_ortvalue_output(name, outs.values[name])
+
+    def _run_reusing(self, feeds: Feeds, reuse: _Reuse) -> Feeds:
+        binding = self._binding
+        shapes = {}
+        for name in self._input_names:
+            arr = feeds.get(name)
+            if arr is None:
+                value = self._bound_values[name]
+                shapes[name] = self._bound[name].shape
+            else:  # zero-copy: ORT reads the array's memory at run time, whatever it holds then
+                value = reuse.wrapped.get(np.ascontiguousarray(arr))
+                shapes[name] = arr.shape
+            if reuse.on_binding.get(name) is not value:
+                binding.bind_ortvalue_input(name, value)
+                reuse.on_binding[name] = value
+        key = tuple(shapes.values())
+        outs = reuse.outputs.get(key)
+        if outs is None:
+            outs = reuse.outputs[key] = self._outputs_for(shapes)
+        if reuse.bound_key != key or outs.allocated_by_ort:  # ORT's own outputs: bound afresh every run
+            self._bind_outputs(outs)
+            reuse.bound_key = key
+        try:
+            self.sess.run_with_iobinding(binding)
+        except Exception:  # a graph whose output sizes the manifest's dims do not give: let ORT allocate them
+            if outs.allocated_by_ort and all(v is None for v in outs.values.values()):
+                raise
+            outs = reuse.outputs[key] = _Outputs({n: None for n in outs.arrays}, {n: None for n in outs.values})
+            self._bind_outputs(outs)
+            self.sess.run_with_iobinding(binding)
+        result = dict(outs.arrays)
+        if outs.allocated_by_ort:
+            for name, value in zip(self._output_names, binding.get_outputs()):
+                if result[name] is None:
+                    result[name] = value.numpy()
+        return result  # type: ignore[return-value]
 
 
 def create_session(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], **options: Any) -> OrtSession:

@@ -13,19 +13,27 @@ Options (all passed through `mmedge.runtime.load(artifact, backend="openvino", *
 The model is compiled once, with the dynamic dimensions the artifact declares (batch, time, ...),
 so the decoder's beam dimension changes as beams finish without recompiling. Step-invariant
 inputs (`bind`) are wrapped once as `ov.Tensor`s sharing the numpy memory and set on the request
-once per row layout; per-step feeds are passed zero-copy (`share_inputs=True`); outputs are
-copied (they are fed back as the next step's inputs).
+once per row layout; per-step feeds are passed zero-copy (`share_inputs=True`) and outputs are
+copied out. Within `reuse_outputs()` (the mode beam search runs decoder_step in) a fed array is
+wrapped as a shared-memory tensor once and set on the request only when another one takes its
+place (beam search feeds the same few buffers, rewritten in place), the request runs without
+OpenVINO's Python-side input/output dictionaries, and run() returns views of the request's own
+output tensors, which the next run overwrites: the caller copies what it keeps (the decoder keeps
+attention rows and gathers h/c into buffers of its own; nothing it feeds back is such a view).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import openvino as ov
 
 from mmedge.errors import ArtifactError, InputError, UnknownNameError
+from mmedge.runtime.backends.wrapped import WrapCache
 from mmedge.runtime.manifest import TensorSpec
 from mmedge.runtime.session import Feeds, Session
 
@@ -112,6 +120,21 @@ class OvSession(Session):
         self._outputs = [(t.name, self.compiled.output(t.name)) for t in outputs]
         self._bound_tensors: dict[str, ov.Tensor] = {}
         self._stale: set[str] = set()  # bound inputs that a feed replaced on the request
+        self._input_names = [t.name for t in inputs]
+        self._reuse: _Reuse | None = None
+
+    @contextmanager
+    def reuse_outputs(self) -> Iterator[None]:
+        """Within: run() returns views of the request's output tensors, valid until the next run."""
+        if self._reuse is not None:  # nested: the outer mode stays
+            yield
+            return
+        self._reuse = _Reuse()
+        try:
+            yield
+        finally:
+            self._reuse = None
+            self._stale = set(self._bound_tensors)  # the request holds what the mode set: set them again
 
     def get_property(self, name: str) -> Any:
         """A property of the compiled model, e.g. "INFERENCE_PRECISION_HINT" (what really runs)."""
@@ -124,12 +147,16 @@ class OvSession(Session):
         self._bound_tensors[name] = tensor
         self.request.set_tensor(name, tensor)
         self._stale.discard(name)
+        if self._reuse is not None:
+            self._reuse.on_request[name] = tensor
 
     def _unbind(self, name: str) -> None:
         self._bound_tensors.pop(name, None)
         self._stale.discard(name)
 
     def _run(self, feeds: Feeds) -> Feeds:
+        if self._reuse is not None:
+            return self._run_reusing(feeds, self._reuse)
         for name in self._stale - feeds.keys():
             self.request.set_tensor(name, self._bound_tensors[name])
         self._stale = feeds.keys() & self._bound_tensors.keys()
@@ -139,7 +166,29 @@ class OvSession(Session):
             raise InputError(f"{self.path.name}: OpenVINO inference failed ({_first_line(e)})") from None
         return {name: res[port] for name, port in self._outputs}
 
+    def _run_reusing(self, feeds: Feeds, reuse: _Reuse) -> Feeds:
+        request = self.request
+        for name in self._input_names:
+            arr = feeds.get(name)
+            tensor = self._bound_tensors[name] if arr is None else reuse.wrapped.get(np.ascontiguousarray(arr))
+            if reuse.on_request.get(name) is not tensor:
+                request.set_tensor(name, tensor)
+                reuse.on_request[name] = tensor
+        try:
+            request.start_async()
+            request.wait()
+        except Exception as e:
+            raise InputError(f"{self.path.name}: OpenVINO inference failed ({_first_line(e)})") from None
+        return {name: request.get_tensor(port).data for name, port in self._outputs}
 
+
+@dataclass
+class _Reuse:
+    """State of the reuse mode: shared-memory tensors of the arrays fed before, and what each input
+    of the request is set to now."""
+
+    wrapped: WrapCache = field(default_factory=lambda: WrapCache(lambda a: ov.Tensor(a, shared_memory=True)))
+    on_request: dict[str, ov.Tensor] = field(default_factory=dict)
 
 
 def create_session(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], **options: Any) -> OvSession:
