@@ -10,6 +10,7 @@ package never breaks the others.
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import importlib.util
 import time
@@ -56,6 +57,7 @@ class Session(abc.ABC):
         self.timing = Timing()
         self._bound: Feeds = {}
         self._by_name = {t.name: t for t in inputs}
+        self._dtypes = {t.name: np.dtype(t.dtype) for t in inputs}  # checked at every run: resolved once
 
     # ---------------------------------------------------------------- public API
     def run(self, feeds: Feeds) -> Feeds:
@@ -75,6 +77,11 @@ class Session(abc.ABC):
         self._check(name, array)
         self._bind(name, array)  # first: a failed upload must not leave the input marked bound
         self._bound[name] = array
+
+    def reuse_outputs(self) -> contextlib.AbstractContextManager[object]:
+        """Within this context a backend may return its own output buffers, overwritten by the next
+        run (no copy per call); the caller copies what it keeps. Default: outputs are fresh arrays."""
+        return contextlib.nullcontext()
 
     def unbind(self, name: str) -> None:
         self._bound.pop(name, None)
@@ -100,7 +107,7 @@ class Session(abc.ABC):
             raise InputError(f"{self.path.name}: unknown input {name!r}; inputs are {', '.join(self._by_name)}")
         if not isinstance(arr, np.ndarray):
             raise InputError(f"{self.path.name}: input {name!r} must be a numpy array, got {type(arr).__name__}")
-        if arr.dtype != np.dtype(spec.dtype):
+        if arr.dtype != self._dtypes[name]:
             raise InputError(f"{self.path.name}: input {name!r} has dtype {arr.dtype}, expected {spec.dtype}")
         if arr.ndim != len(spec.shape):
             raise InputError(f"{self.path.name}: input {name!r} has shape {list(arr.shape)}, expected {spec.shape}")

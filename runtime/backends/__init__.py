@@ -63,6 +63,8 @@ register_backend(BackendInfo(
                metavar="A,B"),
         Option("optimization", str, "all", "graph optimization level",
                choices=("all", "extended", "basic", "disable")),
+        Option("spinning", str, "on", "worker threads spin-wait after a run (session.intra_op.allow_spinning); "
+               "off frees the cores for the Python work between calls", choices=("on", "off")),
     ))))
 register_backend(BackendInfo(
     "openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",),

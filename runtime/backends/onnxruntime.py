@@ -77,7 +77,7 @@ class OrtSession(Session):
 
     def __init__(self, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
                  threads: int | None = None, providers: list[str] | str | None = None,
-                 optimization: str = "all") -> None:
+                 optimization: str = "all", spinning: str = "on") -> None:
         super().__init__(path, inputs, outputs)
         if isinstance(providers, str):  # from the command line: "CUDAExecutionProvider,CPUExecutionProvider"
             providers = [p.strip() for p in providers.split(",") if p.strip()]
@@ -86,6 +86,9 @@ class OrtSession(Session):
             raise InputError(f"onnxruntime option optimization={optimization!r}; valid: {', '.join(_OPT_LEVELS)}")
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[optimization])
         opts.log_severity_level = 3
+        if spinning not in ("on", "off"):
+            raise InputError(f"onnxruntime option spinning={spinning!r}; valid: on, off")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning == "on" else "0")
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
