@@ -2,8 +2,10 @@
 
 On Linux every package's spec is checked (input/output names, types, shapes and
 ranges, metadata, int8 weights and sizes, the op set against the deployment
-target); the `requires_macos` tests run the packages against the goldens and the
-reference beam search, and skip elsewhere with the reason.
+target); the `requires_macos` tests run what only Core ML builds have (pixel-buffer
+encoders, fp16 packages) and skip elsewhere with the reason. fp32 parity with the goldens, beam
+search against the reference decoder and the error contract run for every backend in
+tests/test_conformance.py (on macOS; elsewhere they skip there with the reason).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -22,13 +24,14 @@ import torch
 
 import make_golden
 from mmedge.calibration.data import CalibrationSet, CalibSource, gather
-from mmedge.calibration.recipes import QuantConfig
+from mmedge.calibration.recipes import QuantConfig, QuantizeRequest
 from mmedge.errors import ArtifactError, ExportError, InputError, MissingDependencyError
 from mmedge.export.registry import ExportContext, export_context, exporter
 from mmedge.models import zoo
 from mmedge.models.zoo import GraphSpec, ModelSpec
 from mmedge.runtime.manifest import read_manifest
 
+# every test here converts or inspects a package, and the exporter itself needs coremltools: the whole module
 pytest.importorskip("coremltools")
 
 from mmedge.calibration.coreml import SIMULATION, quantize_coreml  # noqa: E402
@@ -44,7 +47,7 @@ def export(name: str, out: Path, precision: str = "fp16", model: torch.nn.Module
     model = model if model is not None else make_golden.reference_model(name)
     ctx = ExportContext(spec, "tiny", spec.config("tiny"), model, precision, getattr(model, "vocab", None),
                         dict(options))
-    return export_context(ctx, [fmt], out)[0]
+    return export_context(ctx, [fmt], out).artifacts[0]
 
 
 def pkg(art: Path, graph: str) -> Path:
@@ -62,14 +65,13 @@ def fp16(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def builds(tmp_path_factory: pytest.TempPathFactory, golden_artifact: Callable[[str, str], Path]) -> dict[str, Path]:
     """int8 (weights) and fp32 builds of the captioner and SoundNet; the captioner's fp32 build has
-    the tensor-input encoder (the option)."""
+    the tensor-input encoder (the option): the goldens' Core ML artifact (tests/conftest.py, shared
+    with test_conformance, which runs its parity and beam search on macOS)."""
     out = tmp_path_factory.mktemp("coreml-more")
     res = {f"{name}-int8": export(name, out / "int8", "int8", weight_threshold=0) for name in ("captioner", "soundnet")}
-    # max_images=4: the macOS beam test decodes the goldens' 4 images at once
-    res["captioner-fp32"] = res["captioner-tensor"] = export("captioner", out / "fp32", "fp32", encoder_input="tensor",
-                                                             max_images=4)
+    res["captioner-fp32"] = res["captioner-tensor"] = golden_artifact("coreml", "captioner")
     return res
 
 
@@ -267,12 +269,14 @@ def w8a8(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         model = spec.create("tiny")
         ctx = ExportContext(spec, "tiny", spec.config("tiny"), model, "fp32", getattr(model, "vocab", None),
                             {"weight_threshold": 0})
-        fp32 = export_context(dataclasses.replace(ctx, options={}), ["onnx"], out)[0]  # Core ML's options are not ONNX's
+        # Core ML's options are not ONNX's
+        fp32 = export_context(dataclasses.replace(ctx, options={}), ["onnx"], out).artifacts[0]
         pipe = load(fp32)
         dest = out / f"{name}-coreml-int8"
         dest.mkdir()
-        quantize_coreml(fp32, pipe.manifest, gather(pipe, CalibSource(size=4)), dest, QuantConfig(),
-                        ctx=ctx if name == "captioner" else None)
+        own = ctx if name == "captioner" else None
+        quantize_coreml(QuantizeRequest(fp32, pipe.manifest, gather(pipe, CalibSource(size=4)), dest, QuantConfig(),
+                                        own.options if own else {}, own))
         res[name] = dest
     return res
 
@@ -295,24 +299,26 @@ def test_w8a8_recipe_runs_on_linux(name: str, w8a8: dict[str, Path]) -> None:
 def test_w8a8_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     empty = CalibrationSet({}, "none")
     with pytest.raises(ExportError, match="calib-method entropy is not available"):
-        quantize_coreml(tmp_path, None, empty, tmp_path, QuantConfig(method="entropy"))  # type: ignore[arg-type]
+        quantize_coreml(QuantizeRequest(tmp_path, None, empty, tmp_path,  # type: ignore[arg-type]
+                                        QuantConfig(method="entropy")))
     # weights the zoo cannot rebuild (a checkpoint, fine-tuned weights): refused, not guessed
     tuned = zoo.get("voice-encoder").create("tiny")
     with torch.no_grad():
         tuned.classifier.bias += 0.5
     art = export("voice-encoder", tmp_path, "fp32", model=tuned, fmt="onnx")
     with pytest.raises(ExportError, match="does not reproduce the artifact's reference outputs"):
-        quantize_coreml(art, read_manifest(art), empty, tmp_path / "q", QuantConfig())
+        quantize_coreml(QuantizeRequest(art, read_manifest(art), empty, tmp_path / "q", QuantConfig()))
     spec = zoo.get("refocus")
     ctx = ExportContext(spec, "tiny", spec.config("tiny"), spec.create("tiny"), "int8", None,
                         {"deployment_target": "iOS16"})
     art = export("refocus", tmp_path / "r", "fp32", fmt="onnx")
     calib = CalibrationSet({"model": [{k: v.numpy() for k, v in ctx.examples(spec.graphs[0]).items()}]}, "x")
     with pytest.raises(ExportError, match="needs deployment target iOS17"):
-        quantize_coreml(art, read_manifest(art), calib, tmp_path / "r", QuantConfig(), ctx=ctx)
+        quantize_coreml(QuantizeRequest(art, read_manifest(art), calib, tmp_path / "r", QuantConfig(), ctx.options,
+                                        ctx))
     with pytest.raises(ExportError, match="keep-float MyNode"):
-        quantize_coreml(art, read_manifest(art), calib, tmp_path / "r", QuantConfig(keep_float=("MyNode",)),
-                        ctx=ctx)
+        quantize_coreml(QuantizeRequest(art, read_manifest(art), calib, tmp_path / "r",
+                                        QuantConfig(keep_float=("MyNode",)), ctx.options, ctx))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -386,38 +392,6 @@ def test_loading_elsewhere_says_core_ml_needs_macos(fp16: dict[str, Path]) -> No
 # ----------------------------------------------------------------------------- macOS: parity
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-@requires_macos
-@pytest.mark.requires_macos
-@pytest.mark.parametrize("name", zoo.names())
-def test_fp32_packages_match_goldens(name: str, tmp_path: Path) -> None:
-    from mmedge.runtime import load
-    from mmedge.runtime.parity import TOLERANCE, compare
-
-    art = export(name, tmp_path, "fp32", encoder_input="tensor")
-    gold = np.load(make_golden.golden_path(name))
-    pipe = load(art, compute_units="CPU_ONLY")
-    for g in pipe.manifest.graphs:
-        outs = pipe.sessions[g.name].run({t.name: gold[f"{g.name}.{t.name}"] for t in g.inputs})
-        for t in g.outputs:
-            m = compare(t.name, outs[t.name], gold[f"{g.name}.{t.name}"], TOLERANCE["fp32"])
-            assert m.ok, m
-
-
-@requires_macos
-@pytest.mark.requires_macos
-@pytest.mark.parametrize("k", [1, 3, 5])
-def test_beam_search_tokens_identical_on_core_ml(k: int, builds: dict[str, Path]) -> None:
-    from mmedge.runtime import Captioner, load
-
-    gold = np.load(make_golden.golden_path("captioner"))
-    cap = load(builds["captioner-tensor"], compute_units="CPU_ONLY")
-    assert isinstance(cap, Captioner)
-    results = cap.caption_features(cap.encode(gold["beam.image"]), ["x"] * 4, beam=k, max_len=make_golden.MAX_LEN)
-    for i, r in enumerate(results):
-        assert r.tokens == [t for t in gold[f"beam{k}.tokens"][i] if t >= 0]
-        assert r.score == pytest.approx(gold[f"beam{k}.scores"][i], abs=1e-4)
 
 
 @requires_macos
