@@ -58,6 +58,10 @@ class Session(abc.ABC):
         self._bound: Feeds = {}
         self._by_name = {t.name: t for t in inputs}
         self._dtypes = {t.name: np.dtype(t.dtype) for t in inputs}  # checked at every run: resolved once
+        # axes named alike ("batch") must agree across inputs: a backend would otherwise fail in its own
+        # words, or (OpenVINO) compute 0-row outputs without an error
+        named = [(t.name, i, d) for t in inputs for i, d in enumerate(t.shape) if isinstance(d, str)]
+        self._named_axes = [x for x in named if sum(1 for y in named if y[2] == x[2]) > 1]
 
     # ---------------------------------------------------------------- public API
     def run(self, feeds: Feeds) -> Feeds:
@@ -67,10 +71,25 @@ class Session(abc.ABC):
         missing = [t.name for t in self.inputs if t.name not in feeds and t.name not in self._bound]
         if missing:
             raise InputError(f"{self.path.name}: missing input(s) {', '.join(missing)}")
+        if self._named_axes:
+            self._check_named_axes(feeds)
         t0 = time.perf_counter()
         out = self._run(feeds)
         self.timing.add(time.perf_counter() - t0)
         return out
+
+    def _check_named_axes(self, feeds: Feeds) -> None:
+        seen: dict[str, tuple[str, int]] = {}
+        for name, axis, dim in self._named_axes:
+            arr = feeds.get(name)
+            if arr is None:
+                arr = self._bound.get(name)
+            if arr is None:
+                continue
+            first = seen.setdefault(dim, (name, arr.shape[axis]))
+            if first[1] != arr.shape[axis]:
+                raise InputError(f"{self.path.name}: inputs disagree on axis {dim!r}: {first[0]!r} has "
+                                 f"{first[1]}, {name!r} has {arr.shape[axis]}")
 
     def bind(self, name: str, array: np.ndarray) -> None:
         """Fix an input for the following runs (step-invariant data: uploaded/wrapped once)."""

@@ -45,7 +45,6 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 # every model with a golden (make_golden.py writes one per registered model; test_golden.py checks them)
 MODELS = tuple(sorted(p.name[: -len("-tiny.npz")] for p in GOLDEN.glob("*-tiny.npz")))
 BEAMS = (1, 3, 5)
-ITEM_3 = "#17 item 3: Session lifecycle not unified yet"
 
 # .ci/run replays the goldens with ONNX Runtime's graph rewrites off as well (other kernels,
 # other rounding): a golden that only passes with one kernel choice is a wrong test.
@@ -95,28 +94,9 @@ class Known:
     strict: bool = True
 
 
-COREML_NAMES_MANIFEST = Known("Core ML input errors name Manifest.json, not the .mlpackage (Session uses "
-                              "path.name)", strict=False)
-# check (the test function's name without `test_`) -> backend -> why it fails today
-EXPECTED_FAILURES: dict[str, dict[str, Known]] = {
-    # decoder_step fed rows that disagree (h: 3 rows, the rest 2) passes the Session's per-input
-    # checks: no check that axes named alike ("batch") agree. What follows is each backend's own:
-    # ONNX Runtime raises its own exception type (passed through, several lines), OpenVINO wraps
-    # its failures as InputError but here computes and returns 0-row outputs, Core ML passes its
-    # errors through and TensorRT raises MmedgeError
-    "rows_that_disagree_are_one_line_input_error": {
-        "onnxruntime": Known(ITEM_3),
-        "openvino": Known("OpenVINO returns 0-row outputs for inputs whose rows disagree, no error "
-                          "(Session does not check that axes named alike agree)"),
-        "coreml": Known(ITEM_3, strict=False),  # skipped off macOS: not reproduced here
-        "tensorrt": Known(ITEM_3, strict=False),  # skipped without a GPU: not reproduced here
-    },
-    # Session's messages name `path.name`, and a Core ML graph file is `<graph>.mlpackage/Manifest.json`:
-    # every Core ML input error names "Manifest.json", not the package (seen on Linux by constructing
-    # CoreMLSession by hand: its checks run before any prediction; the suite itself skips off macOS)
-    "bad_input_is_one_line_input_error": {"coreml": COREML_NAMES_MANIFEST},
-    "bad_bound_input_is_one_line_input_error": {"coreml": COREML_NAMES_MANIFEST},
-}
+# check (the test function's name without `test_`) -> backend -> why it fails today (none at present:
+# the Session base class checks that axes named alike agree, and Core ML errors name the package)
+EXPECTED_FAILURES: dict[str, dict[str, Known]] = {}
 
 # The backend's own words for an unreadable graph file (a backend missing here: the generic contract only).
 CORRUPT_MESSAGE = {

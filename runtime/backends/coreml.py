@@ -94,6 +94,7 @@ class CoreMLSession(Session):
         if units not in COMPUTE_UNITS:
             raise InputError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {compute_units!r}")
         self.package = package_dir(path)
+        self.path = self.package  # input errors name `<graph>.mlpackage`, not the Manifest.json inside it
         try:
             self.model = ct.models.MLModel(str(self.package), compute_units=ct.ComputeUnit[units])
             spec = self.model.get_spec()
