@@ -147,10 +147,12 @@ def config_dict(cfg: Any) -> dict[str, Any]:
 
 
 def add_costs(root: Path, manifest: Manifest) -> None:
-    """Record the FLOPs and weight bytes of every ONNX or OpenVINO graph that has none yet (the
-    profiler's roofline divides them by time and the machine's peaks). Counted at the test
-    vectors' shapes, batch 1; a graph that cannot be counted here (no `onnx` / `openvino` package,
-    a shape that does not infer) simply gets no cost: the profiler then says why."""
+    """Record the FLOPs and weight bytes of every ONNX or OpenVINO graph (the profiler's roofline
+    divides them by time and the machine's peaks). Counted at the test vectors' shapes, batch 1;
+    a graph that cannot be counted here (no `onnx` / `openvino` package, a shape that does not
+    infer) gets no cost: the profiler then says why. Always recounted from the files written: a
+    manifest derived from another build's (int8 from fp32) must not keep that build's costs. A
+    graph another writer gave a cost but whose format is not countable keeps it."""
     import importlib
 
     from mmedge.runtime.graph_cost import COUNTABLE, file_cost
@@ -158,10 +160,12 @@ def add_costs(root: Path, manifest: Manifest) -> None:
 
     rel = manifest.extra.get("test_vectors", "test_vectors.npz")
     vectors: dict[str, np.ndarray] | None = None
+    manifest.costs = dict(manifest.costs)  # a copy: a derived manifest may share its base's dict
     for g in manifest.graphs:
         package = COUNTABLE.get(Path(g.file).suffix.lower())
-        if package is None or g.name in manifest.costs:
+        if package is None:
             continue
+        manifest.costs.pop(g.name, None)
         try:
             importlib.import_module(package)
         except ImportError:

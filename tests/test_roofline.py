@@ -263,6 +263,23 @@ def test_export_records_each_graphs_cost(captioner: Path) -> None:
         assert m.costs[g.name]["inputs"][g.inputs[0].name][0] == 1  # batch 1
 
 
+def test_a_derived_manifests_stale_costs_are_recounted(captioner: Path, tmp_path: Path) -> None:
+    """An int8 build's manifest starts as a copy of the fp32 one: its costs must come from its own files."""
+    import dataclasses
+    import shutil
+
+    from mmedge.export.artifact import add_costs
+
+    art = tmp_path / "copy"
+    shutil.copytree(captioner, art)
+    base = read_manifest(art)
+    stale = {name: {**c, "weight_bytes": 1} for name, c in base.costs.items()}
+    derived = dataclasses.replace(base, costs=stale)
+    add_costs(art, derived)
+    assert derived.costs == base.costs
+    assert all(c["weight_bytes"] == 1 for c in stale.values())  # the shared dict was not modified
+
+
 def test_openvino_export_records_the_onnx_graphs_flops(captioner: Path, tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     from mmedge.export.openvino import convert_onnx_artifact
