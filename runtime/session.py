@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import importlib
 import importlib.util
 import time
@@ -57,7 +58,6 @@ class Session(abc.ABC):
         self.timing = Timing()
         self._bound: Feeds = {}
         self._by_name = {t.name: t for t in inputs}
-        self._dtypes = {t.name: np.dtype(t.dtype) for t in inputs}  # checked at every run: resolved once
         # axes named alike ("batch") must agree across inputs: a backend would otherwise fail in its own
         # words, or (OpenVINO) compute 0-row outputs without an error
         named = [(t.name, i, d) for t in inputs for i, d in enumerate(t.shape) if isinstance(d, str)]
@@ -126,7 +126,7 @@ class Session(abc.ABC):
             raise InputError(f"{self.path.name}: unknown input {name!r}; inputs are {', '.join(self._by_name)}")
         if not isinstance(arr, np.ndarray):
             raise InputError(f"{self.path.name}: input {name!r} must be a numpy array, got {type(arr).__name__}")
-        if arr.dtype != self._dtypes[name]:
+        if arr.dtype != _dtype(spec.dtype):
             raise InputError(f"{self.path.name}: input {name!r} has dtype {arr.dtype}, expected {spec.dtype}")
         if arr.ndim != len(spec.shape):
             raise InputError(f"{self.path.name}: input {name!r} has shape {list(arr.shape)}, expected {spec.shape}")
@@ -134,6 +134,12 @@ class Session(abc.ABC):
             if isinstance(want, int) and got != want:
                 raise InputError(f"{self.path.name}: input {name!r} has shape {list(arr.shape)}, "
                                  f"expected {spec.shape} (axis {i} is fixed at {want})")
+
+
+@functools.lru_cache(maxsize=None)
+def _dtype(name: str) -> np.dtype:
+    """np.dtype(name), resolved once per name: checked for every input at every run."""
+    return np.dtype(name)
 
 
 def open_session(backend: str, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
