@@ -59,8 +59,8 @@ from mmedge.export.registry import ExportContext, export_context  # noqa: E402
 from mmedge.models import zoo  # noqa: E402
 from mmedge.runtime.cpu_features import detect  # noqa: E402
 from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest  # noqa: E402
+from mmedge.runtime.roles import DECODER_GRAPHS as DECODER  # noqa: E402
 
-DECODER = ("decoder_init", "decoder_step")
 MAX_OTHER_LOAD = cl.MAX_OTHER_LOAD
 
 

@@ -50,8 +50,8 @@ from torch import nn
 from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, register_recipe
 from mmedge.errors import ExportError
 from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.roles import is_decoder
 
-DECODER_GRAPHS = ("decoder_init", "decoder_step")
 SIMULATION = "int8_simulation.json"
 # element-wise functions left in float when a graph quantizes only its linear/conv layers
 ELEMENTWISE = (operator.add, operator.mul, operator.sub, torch.add, torch.mul, torch.sub, torch.cat, torch.where,
@@ -214,7 +214,7 @@ def quantize_coreml(req: QuantizeRequest) -> list[GraphEntry]:
         feeds = calib.feeds.get(g.name)
         if not feeds:
             raise ExportError(f"no calibration feeds for graph {g.name!r}")
-        weights_only = opts.int8 == "weights" or (cfg.dynamic_decoder and g.name in DECODER_GRAPHS)
+        weights_only = opts.int8 == "weights" or (cfg.dynamic_decoder and is_decoder(g.name))
         examples = {k: torch.from_numpy(vectors[f"{g.name}.{k}"]) for k in graph.inputs}
         module = graph.wrap(model)
         if weights_only:

@@ -21,6 +21,7 @@ import numpy as np
 
 from mmedge.errors import InputError
 from mmedge.runtime.pipelines import AudioEncoder, Captioner, Pipeline, Refocuser
+from mmedge.runtime.roles import DECODER_INIT, DECODER_STEP, ENCODER
 from mmedge.runtime.session import Feeds, Session
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -123,9 +124,9 @@ def captioner_feeds(pipe: Captioner, images: list[Any], seed: int, beam: int = 3
                     ) -> dict[str, list[Feeds]]:
     """Encoder, decoder_init and (recorded) decoder_step feeds for calibration images."""
     enc, init = [], []
-    recorder = RecordingSession(pipe.sessions["decoder_step"])
-    original = pipe.sessions["decoder_step"]
-    pipe.sessions["decoder_step"] = recorder  # type: ignore[assignment]
+    recorder = RecordingSession(pipe.sessions[DECODER_STEP])
+    original = pipe.sessions[DECODER_STEP]
+    pipe.sessions[DECODER_STEP] = recorder  # type: ignore[assignment]
     try:
         for chunk in _batches(images, BATCH):
             batch = pipe.preprocess(chunk)
@@ -134,8 +135,8 @@ def captioner_feeds(pipe: Captioner, images: list[Any], seed: int, beam: int = 3
             init.append({"features": feats})
             pipe.caption_features(feats, ["calib"] * len(chunk), beam=beam, max_len=max_len)
     finally:
-        pipe.sessions["decoder_step"] = original
-    return {"encoder": enc, "decoder_init": init, "decoder_step": _rows(recorder.records, STEP_ROW_BUDGET, seed)}
+        pipe.sessions[DECODER_STEP] = original
+    return {ENCODER: enc, DECODER_INIT: init, DECODER_STEP: _rows(recorder.records, STEP_ROW_BUDGET, seed)}
 
 
 def audio_feeds(pipe: AudioEncoder, clips: list[Any]) -> dict[str, list[Feeds]]:

@@ -25,9 +25,9 @@ import numpy as np
 from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, cache_dir, cache_key, register_recipe
 from mmedge.errors import ExportError
 from mmedge.runtime.manifest import GraphEntry
+from mmedge.runtime.roles import is_decoder
 from mmedge.runtime.session import Feeds
 
-DECODER_GRAPHS = ("decoder_init", "decoder_step")
 
 
 class FeedsReader:
@@ -106,7 +106,7 @@ def quantize_onnx_artifact(req: QuantizeRequest) -> list[GraphEntry]:
         cache_file = cache_dir(cfg) / f"ort-{cache_key(manifest.files[g.file], calib, cfg, g.name)}.json"
         out = dest / g.file
         try:
-            quantize_graph(fp32_dir / g.file, out, feeds, cfg, cache_file, g.name in DECODER_GRAPHS,
+            quantize_graph(fp32_dir / g.file, out, feeds, cfg, cache_file, is_decoder(g.name),
                            cfg.ops_for(manifest.pipeline, g.name))
         except Exception as e:  # ORT's quantizer internals: one line naming the graph
             msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__

@@ -56,9 +56,9 @@ from mmedge.calibration.data import CalibrationSet, CalibSource, gather
 from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, cache_dir, cache_key, register_recipe
 from mmedge.errors import ExportError, InputError
 from mmedge.runtime.manifest import GraphEntry, Manifest, TensorSpec
+from mmedge.runtime.roles import is_decoder
 from mmedge.runtime.session import Feeds, Session
 
-DECODER_GRAPHS = ("decoder_init", "decoder_step")
 # ONNX op type (QuantConfig's vocabulary) -> the OpenVINO op types it becomes
 ONNX_TO_OV = {
     "MatMul": ("MatMul",), "Gemm": ("MatMul",), "Conv": ("Convolution", "GroupConvolution"),
@@ -353,7 +353,7 @@ def quantize_openvino_artifact(req: QuantizeRequest) -> list[GraphEntry]:
     entries = []
     for g in manifest.graphs:
         feeds = calib.feeds.get(g.name)
-        decoder = g.name in DECODER_GRAPHS
+        decoder = is_decoder(g.name)
         if not feeds and not (decoder and cfg.dynamic_decoder):
             raise ExportError(f"no calibration feeds for graph {g.name!r}")
         out = dest / f"{g.name}.xml"
@@ -449,7 +449,7 @@ def quantize_with_accuracy_control(
     with atomic_dir(dest) as tmp:
         for g in m.graphs:
             out = tmp / f"{g.name}.xml"
-            decoder = g.name in DECODER_GRAPHS
+            decoder = is_decoder(g.name)
             ops = cfg.ops_for(m.pipeline, g.name)
             feeds = calib.feeds.get(g.name) or []
             if g.name not in todo or (decoder and cfg.dynamic_decoder):

@@ -21,6 +21,7 @@ from mmedge.calibration.data import CalibrationSet
 from mmedge.errors import UnknownNameError
 from mmedge.registry import Registry
 from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.roles import DECODER_INIT, DECODER_QUANTIZE_OPS, DECODER_STEP
 
 if TYPE_CHECKING:  # the export context carries a PyTorch model; the recipes that need none import no torch
     from mmedge.export.registry import ExportContext
@@ -40,8 +41,8 @@ class QuantConfig:
     # The captioner's decoder keeps its recurrent state in float; the refocus network quantizes its
     # blur convolutions only (int8 element-wise masking was slower than fp32 and cost PSNR).
     op_types: tuple[tuple[str, tuple[str, ...]], ...] = (
-        ("decoder_init", ("MatMul", "Gemm")),
-        ("decoder_step", ("MatMul", "Gemm")),
+        (DECODER_INIT, DECODER_QUANTIZE_OPS),
+        (DECODER_STEP, DECODER_QUANTIZE_OPS),
         ("refocus/model", ("Conv",)),
     )
     cache_dir: Path | None = None

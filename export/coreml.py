@@ -92,6 +92,7 @@ from mmedge.export.registry import BEAM_VECTORS, EXAMPLE_BATCH, SEED, ExportCont
 from mmedge.models.zoo import GraphSpec
 from mmedge.runtime.backends.coreml import PACKAGE_MANIFEST, PREPROCESSING_KEY
 from mmedge.runtime.manifest import GraphEntry
+from mmedge.runtime.roles import ENCODER
 
 ROWS_KEY = "mmedge.decoder_rows"
 IMAGE_VECTORS = "image_vectors.npz"
@@ -216,7 +217,7 @@ def set_metadata(mlmodel: Any, info: ModelInfo, graph: GraphSpec, precision: str
     meta["mmedge.graph"] = graph.name
     meta["mmedge.precision"] = precision
     meta[PREPROCESSING_KEY] = json.dumps(info.preprocessing, sort_keys=True)
-    if info.vocabulary is not None and graph.name in DECODER_GRAPHS:
+    if info.vocabulary is not None and graph.hints.decoder:
         meta[VOCABULARY_KEY] = json.dumps(info.vocabulary, sort_keys=True, ensure_ascii=False)
     mode = decoder_flexibility(info, graph, opts)
     if mode:
@@ -300,7 +301,7 @@ def image_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(SEED)
     pixels = rng.integers(0, 256, (EXAMPLE_BATCH, size, size, 3), dtype=np.uint8)
     beam_pixels = rng.integers(0, 256, (BEAM_VECTORS["images"], size, size, 3), dtype=np.uint8)
-    enc = ctx.spec.graph("encoder")
+    enc = ctx.spec.graph(ENCODER)
     image = normalise_pixels(pixels, pre)
     out = {"encoder.pixels": pixels, "encoder.image": image,
            "encoder.features": ctx.reference(enc, {"image": torch.from_numpy(image)})["features"]}

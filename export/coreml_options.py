@@ -19,6 +19,7 @@ from mmedge.export.coreml_tools import target_value
 from mmedge.export.registry import ExportContext
 from mmedge.models.zoo import GraphSpec, ModelSpec
 from mmedge.runtime.options import Option, OptionSchema
+from mmedge.runtime.roles import DECODER_GRAPHS, DECODER_INIT  # noqa: F401 - DECODER_GRAPHS re-exported
 
 DEFAULT_TARGET = "iOS16"
 W8A8_MIN_TARGET = "iOS17"  # Core ML's activation quantize/dequantize ops
@@ -32,7 +33,6 @@ DEFAULT_IMAGES = 2  # images per beam-search call (the bundle's test vectors dec
 MAX_ENUMERATED = 128  # Core ML's limit on enumerated shapes per input
 MULTI_ENUMERATED_TARGET = "iOS18"  # enumerated shapes on more than one input
 DEFAULT_LICENSE = "MIT"  # mmedge's license (pyproject.toml)
-DECODER_GRAPHS = ("decoder_init", "decoder_step")
 
 
 # ----------------------------------------------------------------------------- options
@@ -99,7 +99,7 @@ OPTIONS = OptionSchema("coreml export", (
 def decoder_rows(graph_name: str, opts: CoreMLOptions) -> tuple[list[int], int]:
     """Row counts of a decoder graph and its default: decoder_init takes one row per image,
     decoder_step one per live beam (1..images x beam: beams shrink as hypotheses complete)."""
-    if graph_name == "decoder_init":
+    if graph_name == DECODER_INIT:
         return list(range(1, opts.max_images + 1)), 1
     top = opts.max_images * max(opts.beams)
     if opts.default_beam > top:
@@ -114,7 +114,7 @@ def decoder_rows(graph_name: str, opts: CoreMLOptions) -> tuple[list[int], int]:
 def decoder_flexibility(info: "ModelInfo", graph: GraphSpec, opts: CoreMLOptions) -> str | None:
     """'enumerated' or 'range' for a captioner decoder graph's row axis; None for the other graphs
     (and when `shapes=enumerated` names the batch sizes of every graph)."""
-    if info.pipeline != "captioner" or graph.name not in DECODER_GRAPHS or opts.shapes == "enumerated":
+    if info.pipeline != "captioner" or not graph.hints.decoder or opts.shapes == "enumerated":
         return None
     if opts.decoder_shapes == "range":
         return "range"

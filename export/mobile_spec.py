@@ -13,15 +13,16 @@ from typing import Any
 from mmedge.runtime.decode import DEFAULT_MAX_LEN
 from mmedge.runtime.manifest import Manifest
 from mmedge.runtime.parity import SCORE_TOLERANCE
+from mmedge.runtime.roles import CAPTIONER_GRAPHS, DECODER_STEP
 
 
 def decoding_doc(model: str, m: Manifest, files: dict[str, dict[str, str]]) -> dict[str, Any]:
     """The beam-search loop of mmedge.runtime.decode, as data for an app developer."""
     vocab = m.vocabulary or {}
-    step = m.graph("decoder_step")
+    step = m.graph(DECODER_STEP)
     return {
         "model": model,
-        "graphs": {g: files[g] for g in ("encoder", "decoder_init", "decoder_step")},
+        "graphs": {g: files[g] for g in CAPTIONER_GRAPHS},
         "start_token": vocab.get("<start>"), "end_token": vocab.get("<end>"), "pad_token": vocab.get("<pad>"),
         "vocabulary_size": len(vocab), "vocabulary": "vocabulary.json",
         "beam_size": 3, "max_length": DEFAULT_MAX_LEN, "length_normalisation": False,

@@ -16,6 +16,7 @@ import numpy as np
 
 from mmedge.errors import ArtifactError
 from mmedge.runtime.manifest import MANIFEST, Manifest
+from mmedge.runtime.roles import DECODER_INIT, DECODER_STEP
 from mmedge.runtime.schema import check_relpath, inside, load_schema, read_json, validate
 
 VECTORS_SCHEMA = load_schema("mobile-test-vectors.schema.json")  # <model>/test_vectors/index.json
@@ -80,9 +81,9 @@ def beam_trace(root: Path, m: Manifest, vectors: dict[str, np.ndarray]) -> dict[
     pipe = load(root, "onnxruntime")
     beam, max_len = (int(v) for v in vectors["beam.settings"])
     feats = pipe.encode(vectors["beam.image"])
-    init = pipe.sessions["decoder_init"].run({"features": feats})
+    init = pipe.sessions[DECODER_INIT].run({"features": feats})
     steps: list[Any] = []
-    hyps = beam_search(pipe.sessions["decoder_step"], feats, init["att1"], init["h"], init["c"],
+    hyps = beam_search(pipe.sessions[DECODER_STEP], feats, init["att1"], init["h"], init["c"],
                        pipe.vocab.start, pipe.vocab.end, beam, max_len, trace=steps)
     cols: dict[str, list[Any]] = {"step": [], "image": [], "source_row": [], "word": [], "score": []}
     for t, (_, per_image) in enumerate(steps):

@@ -25,6 +25,7 @@ from mmedge.models import zoo
 from mmedge.registry import Registry
 from mmedge.runtime.manifest import GraphEntry, Manifest
 from mmedge.runtime.options import OptionSchema
+from mmedge.runtime.roles import ENCODER
 from mmedge.runtime.vocab import Vocabulary
 
 if TYPE_CHECKING:  # torch is imported where a model is built or run, so the packagers work without it
@@ -184,7 +185,7 @@ def test_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
     if ctx.spec.pipeline == "captioner":
         from mmedge.models.decoding import caption_images
 
-        images = ctx.examples(ctx.spec.graph("encoder"), BEAM_VECTORS["images"], SEED + 1)["image"]
+        images = ctx.examples(ctx.spec.graph(ENCODER), BEAM_VECTORS["images"], SEED + 1)["image"]
         hyps = caption_images(ctx.model, images, BEAM_VECTORS["beam"], BEAM_VECTORS["max_len"])
         tokens = np.full((len(hyps), BEAM_VECTORS["max_len"]), -1, np.int64)
         for i, h in enumerate(hyps):

@@ -45,6 +45,7 @@ from mmedge.runtime.backends.tensorrt import (ENGINE_EXT, RECORD, GpuInfo, gpu_i
                                               version_tuple)
 from mmedge.runtime.manifest import GraphEntry, Manifest
 from mmedge.runtime.options import Option, OptionSchema
+from mmedge.runtime.roles import DECODER_STEP, is_decoder
 
 ONNX_DIR = "onnx"
 DEFAULT_WORKSPACE_MIB = 1024
@@ -236,7 +237,7 @@ def profile_shapes(pipeline: str, graph: GraphEntry, example: Mapping[str, tuple
     around the example's size. With DLA (no dynamic shapes there) min = max = opt.
     """
     preprocessing, extra = preprocessing or {}, extra or {}
-    rows = pipeline == "captioner" and graph.name == "decoder_step"
+    rows = pipeline == "captioner" and graph.name == DECODER_STEP
     out: Shapes = {}
     for t in graph.inputs:
         if t.name not in example:
@@ -449,7 +450,7 @@ def build_artifact_engines(entries: list[GraphEntry], onnx_dir: Path, dest: Path
 
 def dla_allowed(pipeline: str, graph: str) -> bool:
     """DLA takes static shapes only: not the captioner's decoder graphs, whose rows change every step."""
-    return not (pipeline == "captioner" and graph in ("decoder_init", "decoder_step"))
+    return not (pipeline == "captioner" and is_decoder(graph))
 
 
 @register_exporter("tensorrt", packages=("tensorrt",), extra="tensorrt", precisions=("fp32", "fp16", "int8"),

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from mmedge.errors import InputError, UnknownNameError, require
 from mmedge.registry import Registry
+from mmedge.runtime.roles import DECODER_INIT, DECODER_STEP, ENCODER, NO_HINTS, GraphHints, hints_for
 
 if TYPE_CHECKING:
     import torch
@@ -34,12 +35,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class GraphInfo:
     """The interface of one exported graph (torch-free): input and output names in
-    order, and `dynamic_axes`: an input/output name -> {axis index: axis name}."""
+    order, `dynamic_axes`: an input/output name -> {axis index: axis name}, and `hints`:
+    the graph's role as recipes and exporters read it (decoder, step graph, ops to quantize)."""
 
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    hints: GraphHints = NO_HINTS
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,13 @@ _IMG = {0: "batch", 2: "height", 3: "width"}
 CATALOG: dict[str, ModelInfo] = {m.name: m for m in (
     ModelInfo(
         "captioner", "captioner", "mmedge.models.captioner", ("tiny", "full", "demo"), (
-            GraphInfo("encoder", ("image",), ("features",), _batch("image", "features")),
-            GraphInfo("decoder_init", ("features",), ("h", "c", "att1"), _batch("features", "h", "c", "att1")),
-            GraphInfo("decoder_step", ("features", "att1", "prev_word", "h", "c"),
+            GraphInfo(ENCODER, ("image",), ("features",), _batch("image", "features")),
+            GraphInfo(DECODER_INIT, ("features",), ("h", "c", "att1"), _batch("features", "h", "c", "att1"),
+                      hints_for(DECODER_INIT)),
+            GraphInfo(DECODER_STEP, ("features", "att1", "prev_word", "h", "c"),
                       ("log_probs", "h_next", "c_next", "alpha"),
-                      _batch("features", "att1", "prev_word", "h", "c", "log_probs", "h_next", "c_next", "alpha")),
+                      _batch("features", "att1", "prev_word", "h", "c", "log_probs", "h_next", "c_next", "alpha"),
+                      hints_for(DECODER_STEP)),
         ),
         "Show, Attend and Tell: ResNet encoder, attention LSTM decoder, beam search in the runtime"),
     ModelInfo(
@@ -100,7 +105,7 @@ class GraphSpec:
     `wrap(model)` returns an nn.Module whose `forward(*inputs)` takes the inputs in
     `inputs` order and returns a tuple in `outputs` order. `example(model, config,
     batch, generator)` returns feeds for it (used for tracing and golden outputs).
-    `dynamic_axes` maps an input/output name to {axis index: axis name}.
+    `dynamic_axes` maps an input/output name to {axis index: axis name}; `hints` as on GraphInfo.
     """
 
     name: str
@@ -109,6 +114,7 @@ class GraphSpec:
     wrap: Callable[[nn.Module], nn.Module]
     example: Callable[[nn.Module, Any, int, torch.Generator], Feeds]
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    hints: GraphHints = NO_HINTS
 
 
 @dataclass(frozen=True)
@@ -187,7 +193,7 @@ def register(name: str, *, configs: Mapping[str, Any], build: Callable[[Any], nn
                            f"but the catalog in mmedge.models.zoo lists {list(entry.configs)} and "
                            f"{[g.name for g in entry.graphs]}")
     spec = ModelSpec(name=name, pipeline=entry.pipeline, configs=configs, build=build,
-                     graphs=tuple(GraphSpec(g.name, g.inputs, g.outputs, *graphs[g.name], g.dynamic_axes)
+                     graphs=tuple(GraphSpec(g.name, g.inputs, g.outputs, *graphs[g.name], g.dynamic_axes, g.hints)
                                   for g in entry.graphs),
                      preprocessing=preprocessing, description=entry.description, **extra)
     return MODELS.add(name, spec)

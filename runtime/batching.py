@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmedge.runtime.manifest import Manifest, TensorSpec
+from mmedge.runtime.roles import DECODER_INIT, DECODER_STEP, ENCODER
 
 ROWS_PER_CORE = 32  # decoder rows (images x beams) per core per decoder_step call
 MIN_BATCH = 8  # images: below this the weights' reads per step dominate
@@ -108,12 +109,12 @@ class CaptionerSizes:
                 return None
             return _positive(spec.shape[axis])
 
-        side = dim("encoder", "image", 3) or _positive(m.preprocessing.get("image_size"))
-        grid = [dim("encoder", "features", a) for a in (1, 2)]
-        pixels = dim("decoder_init", "att1", 1) or (grid[0] * grid[1] if all(grid) else None)
-        vocab = dim("decoder_step", "log_probs", 1) or (len(m.vocabulary) if m.vocabulary else None)
-        found = {"side": side, "pixels": pixels, "encoder_dim": dim("decoder_init", "features", 2),
-                 "attention_dim": dim("decoder_init", "att1", 2), "decoder_dim": dim("decoder_init", "h", 1),
+        side = dim(ENCODER, "image", 3) or _positive(m.preprocessing.get("image_size"))
+        grid = [dim(ENCODER, "features", a) for a in (1, 2)]
+        pixels = dim(DECODER_INIT, "att1", 1) or (grid[0] * grid[1] if all(grid) else None)
+        vocab = dim(DECODER_STEP, "log_probs", 1) or (len(m.vocabulary) if m.vocabulary else None)
+        found = {"side": side, "pixels": pixels, "encoder_dim": dim(DECODER_INIT, "features", 2),
+                 "attention_dim": dim(DECODER_INIT, "att1", 2), "decoder_dim": dim(DECODER_INIT, "h", 1),
                  "vocab": vocab}
         return cls(**{k: v or FALLBACK_DIMS[k] for k, v in found.items()})
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmedge.errors import ArtifactError, InputError
 from mmedge.runtime.schema import inside, kind_of, load_schema, mib, read_json, validate
+from mmedge.runtime.roles import DECODER_INIT, DECODER_STEP, ENCODER
 
 if TYPE_CHECKING:  # annotations only: reading a manifest needs no numpy
     import numpy as np
@@ -28,8 +29,8 @@ SCHEMA_FILE = "manifest.schema.json"  # shipped in mmedge/runtime/schemas/; mobi
 SCHEMA = load_schema(SCHEMA_FILE)
 # graphs (and their inputs) each pipeline runs by name
 PIPELINE_GRAPHS: dict[str, dict[str, tuple[str, ...]]] = {
-    "captioner": {"encoder": ("image",), "decoder_init": ("features",),
-                  "decoder_step": ("features", "att1", "prev_word", "h", "c")},
+    "captioner": {ENCODER: ("image",), DECODER_INIT: ("features",),
+                  DECODER_STEP: ("features", "att1", "prev_word", "h", "c")},
     "refocus": {"model": ("image", "depth", "near", "far")},
 }
 
@@ -145,7 +146,7 @@ class Manifest:
             except InputError as e:
                 raise bad("$.vocabulary", str(e)) from None
             if self.pipeline == "captioner":
-                words = next((t.shape[-1] for t in self.graph("decoder_step").outputs
+                words = next((t.shape[-1] for t in self.graph(DECODER_STEP).outputs
                               if t.name == "log_probs" and t.shape), None)
                 if isinstance(words, int) and words != len(self.vocabulary):
                     raise bad("$.vocabulary", f"{len(self.vocabulary)} words but decoder_step.log_probs has "
@@ -320,7 +321,7 @@ def check_vectors(vectors: dict[str, "np.ndarray"], manifest: Manifest, where: s
             raise ArtifactError(f"{where}: beam-search vectors without {', '.join(missing)}")
         settings, image = vectors["beam.settings"], vectors["beam.image"]
         tokens, scores = vectors["beam.tokens"], vectors["beam.scores"]
-        enc = manifest.graph("encoder").inputs[0]
+        enc = manifest.graph(ENCODER).inputs[0]
         if settings.shape != (2,) or settings.dtype.kind not in "iu" or not (
                 1 <= int(settings[0]) <= BEAM_LIMITS["beam"] and 1 <= int(settings[1]) <= BEAM_LIMITS["max_len"]):
             raise ArtifactError(f"{where}: beam.settings must be [beam 1..{BEAM_LIMITS['beam']}, max length "

@@ -21,6 +21,7 @@ from mmedge.runtime.batching import CaptionerSizes, auto_batch_size
 from mmedge.runtime.decode import DEFAULT_MAX_LEN, beam_search
 from mmedge.runtime.image import ImageLike, _check_depth_array, as_rgb_array, preprocess_image, read_depth
 from mmedge.runtime.manifest import Manifest, read_manifest
+from mmedge.runtime.roles import DECODER_INIT, DECODER_STEP, ENCODER
 from mmedge.runtime.session import BACKENDS, Session, backend_for_format, open_session
 from mmedge.runtime.vocab import Vocabulary
 
@@ -109,7 +110,7 @@ class Captioner(Pipeline):
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """[B, 3, S, S] -> features [B, P, C]."""
-        feats = self.sessions["encoder"].run({"image": batch})["features"]
+        feats = self.sessions[ENCODER].run({"image": batch})["features"]
         return feats.reshape(feats.shape[0], -1, feats.shape[-1])
 
     def caption(self, images: Sequence[ImageLike] | ImageLike, beam: int = 3, max_len: int = DEFAULT_MAX_LEN,
@@ -140,8 +141,8 @@ class Captioner(Pipeline):
                          length_norm: bool = False) -> list[CaptionResult]:
         if not np.isfinite(feats).all():
             raise ArtifactError("encoder produced NaN/Inf features; the artifact or the input is broken")
-        init = self.sessions["decoder_init"].run({"features": feats})
-        hyps = beam_search(self.sessions["decoder_step"], feats, init["att1"], init["h"], init["c"],
+        init = self.sessions[DECODER_INIT].run({"features": feats})
+        hyps = beam_search(self.sessions[DECODER_STEP], feats, init["att1"], init["h"], init["c"],
                            self.vocab.start, self.vocab.end, beam, max_len, length_norm)
         side = int(round(np.sqrt(feats.shape[1])))
         return [CaptionResult(n, self.vocab.decode(h.tokens), h.tokens, h.score, h.finished,

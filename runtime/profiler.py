@@ -135,6 +135,7 @@ from mmedge.runtime.profile_types import (AUDIO_SECONDS, DEFAULT_NOISE_THRESHOLD
                                           SCHEMA_VERSION, ArtifactInfo, Clock, LatencyStats, ProfileOptions,
                                           ProfileResult, ProfileRow, RowInfo, _r, main_metric, percentile,
                                           throughput)
+from mmedge.runtime.roles import DECODER_INIT, DECODER_STEP, ENCODER
 from mmedge.runtime.session import backend_for_format, open_session
 
 __all__ = [  # the names other modules import from here, wherever they are defined
@@ -247,7 +248,7 @@ def profile_captioner(pipe: Any, info: RowInfo, options: ProfileOptions, load_s:
         if not options.image:
             Image.fromarray(synthetic_image(h, w)).save(image)
         with _instrumented(pipe, clock, "preprocess") as (s, pre):
-            enc, init, step = s["encoder"], s["decoder_init"], s["decoder_step"]
+            enc, init, step = s[ENCODER], s[DECODER_INIT], s[DECODER_STEP]
             for b in options.batch:
                 images = [str(image)] * b
                 for k in options.beam:

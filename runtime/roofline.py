@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from mmedge.errors import ArtifactError, InputError
 from mmedge.runtime.graph_cost import GraphCost
 from mmedge.runtime.peaks import MachinePeaks, PeakOptions, measure_peaks
+from mmedge.runtime.roles import DECODER_STEP
 
 if TYPE_CHECKING:
     from mmedge.runtime.profile_types import ArtifactInfo, ProfileOptions, ProfileResult, ProfileRow
@@ -165,7 +166,7 @@ def captioner_rows(row: "ProfileRow", costs: dict[str, GraphCost | str], peaks: 
     out = [held(row.id, stage, precision, stages.get(stage, {}).get("mean_ms", 0.0) / 1e3, costs.get(stage),
                 row.batch, peaks) for stage in ("encoder", "decoder_init")]
     step = held(row.id, "decoder_step (per step)", precision, (row.extra.get("per_step_ms") or 0.0) / 1e3,
-                costs.get("decoder_step"), row.batch, peaks)
+                costs.get(DECODER_STEP), row.batch, peaks)
     if step.flops is not None:  # the rows per step shrink as beams finish: held to the bandwidth only
         step.flops = step.compute = step.roofline = step.bound = None
         step.note = step.note or "memory only: the rows per step vary as beams finish"

@@ -1,0 +1,52 @@
+"""Graph roles and per-graph hints: the one place that names the captioner's graphs.
+
+Exporters, calibration recipes, sessions and the CLI all need to know which graph is
+the encoder, which ones are decoders (weight-only int8 when a recipe asks for a dynamic
+decoder, MatMul/Gemm-only static int8 otherwise) and which one runs once per decoding
+step. They read it here, or from the graph's `hints` on the model catalog, instead of
+each keeping its own tuple of names. Torch-free: the lowest layer that needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ENCODER = "encoder"
+DECODER_INIT = "decoder_init"
+DECODER_STEP = "decoder_step"
+DECODER_GRAPHS = (DECODER_INIT, DECODER_STEP)
+CAPTIONER_GRAPHS = (ENCODER, DECODER_INIT, DECODER_STEP)
+
+# op types a static int8 recipe quantizes in a decoder: the recurrent state stays in float
+DECODER_QUANTIZE_OPS = ("MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class GraphHints:
+    """What recipes and exporters may assume of one graph.
+
+    `decoder`: a decoder graph (weight-only int8 under a dynamic-decoder recipe; its row axis
+    is images x beams). `step`: runs once per decoding step, its state fed back (stateful).
+    `quantize_ops`: op types a static int8 recipe quantizes (None: the backend's default).
+    """
+
+    decoder: bool = False
+    step: bool = False
+    quantize_ops: tuple[str, ...] | None = None
+
+
+NO_HINTS = GraphHints()
+_BY_ROLE = {
+    DECODER_INIT: GraphHints(decoder=True, quantize_ops=DECODER_QUANTIZE_OPS),
+    DECODER_STEP: GraphHints(decoder=True, step=True, quantize_ops=DECODER_QUANTIZE_OPS),
+}
+
+
+def hints_for(name: str) -> GraphHints:
+    """The hints of the graph named `name` (its role): what an older manifest without hints implies."""
+    return _BY_ROLE.get(name, NO_HINTS)
+
+
+def is_decoder(name: str) -> bool:
+    """Whether the graph named `name` is one of the captioner's decoder graphs."""
+    return hints_for(name).decoder
