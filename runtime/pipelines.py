@@ -31,13 +31,28 @@ class Pipeline:
 
     def __init__(self, root: Path, manifest: Manifest, backend: str, **options: Any) -> None:
         self.root, self.manifest, self.backend = root, manifest, backend
-        self.sessions: dict[str, Session] = {
-            g.name: open_session(backend, root / g.file, g.inputs, g.outputs, **options) for g in manifest.graphs
-        }
+        self.sessions: dict[str, Session] = {}
+        try:
+            for g in manifest.graphs:
+                self.sessions[g.name] = open_session(backend, root / g.file, g.inputs, g.outputs, **options)
+        except BaseException:  # a graph that fails to open: the ones opened before it are freed now
+            self.close()
+            raise
 
     @property
     def preprocessing(self) -> dict[str, Any]:
         return self.manifest.preprocessing
+
+    def close(self) -> None:
+        """Close every session (frees engines, device memory, compiled models); idempotent."""
+        for session in self.sessions.values():
+            session.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass

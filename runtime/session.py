@@ -64,8 +64,12 @@ class Session(abc.ABC):
         self._named_axes = [x for x in named if sum(1 for y in named if y[2] == x[2]) > 1]
 
     # ---------------------------------------------------------------- public API
+    _closed: bool = False
+
     def run(self, feeds: Feeds) -> Feeds:
         """Check `feeds`, run the graph, return outputs by name."""
+        if self._closed:
+            raise InputError(f"{self.path.name}: this {self.backend} session is closed")
         for name, arr in feeds.items():
             self._check(name, arr)
         missing = [t.name for t in self.inputs if t.name not in feeds and t.name not in self._bound]
@@ -97,6 +101,21 @@ class Session(abc.ABC):
         self._bind(name, array)  # first: a failed upload must not leave the input marked bound
         self._bound[name] = array
 
+    def close(self) -> None:
+        """Free the backend's resources (engines, device buffers, compiled models); idempotent.
+        A closed session refuses to run. Pipelines close their sessions; `with` closes too."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bound.clear()
+        self._close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def reuse_outputs(self) -> contextlib.AbstractContextManager[object]:
         """Within this context a backend may return its own output buffers, overwritten by the next
         run (no copy per call); the caller copies what it keeps. Default: outputs are fresh arrays."""
@@ -116,6 +135,9 @@ class Session(abc.ABC):
 
     def _unbind(self, name: str) -> None:
         pass
+
+    def _close(self) -> None:
+        """Default: drop nothing explicitly; a backend holding native resources frees them here."""
 
     def _all_feeds(self, feeds: Feeds) -> Feeds:
         return {**self._bound, **feeds}

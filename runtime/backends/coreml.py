@@ -157,6 +157,9 @@ class CoreMLSession(Session):
                 if len(outs) > 1 else np.asarray(outs[0][name]).astype(dtype, copy=False)
                 for name, dtype in self._out_dtype.items()}
 
+    def _close(self) -> None:
+        self.model = None
+
 
 def create_session(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], **options: Any) -> CoreMLSession:
     package_dir(path)  # a broken package is named on every OS, before the platform check

@@ -201,6 +201,11 @@ class OrtSession(Session):
                     result[name] = value.numpy()
         return result  # type: ignore[return-value]
 
+    def _close(self) -> None:
+        self._bound_values.clear()
+        self._binding = None
+        self.sess = None  # ONNX Runtime frees the session (its arena, prepacked weights) with the last reference
+
 
 def create_session(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], **options: Any) -> OrtSession:
     return OrtSession(path, inputs, outputs, **options)

@@ -181,6 +181,10 @@ class OvSession(Session):
             raise InputError(f"{self.path.name}: OpenVINO inference failed ({_first_line(e)})") from None
         return {name: request.get_tensor(port).data for name, port in self._outputs}
 
+    def _close(self) -> None:
+        self.request = None
+        self.compiled = None  # OpenVINO frees the compiled model with the last reference
+
 
 @dataclass
 class _Reuse:

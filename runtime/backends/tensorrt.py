@@ -366,7 +366,7 @@ class TrtSession(Session):
         del keep
         return {t.name: results[t.name][0].astype(self._out_dtypes[t.name], copy=False) for t in self.outputs}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         for buf in list(self._buffers.values()) + [b for b, _ in self._bound_dev.values()]:
             buf.free()
         self._buffers.clear()
