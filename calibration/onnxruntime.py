@@ -1,7 +1,7 @@
 """ONNX Runtime INT8: static QDQ quantization from the calibration set.
 
-x86 layout by default: uint8 activations, int8 per-channel weights (measured
-2.7x faster than fp32 on ResNet-101 here; int8 activations were not faster).
+x86 layout by default: uint8 activations, int8 per-channel weights (the faster
+layout on x86 for ResNet-101; int8 activations were not faster: README, INT8).
 Graphs are pre-processed with ORT's quant_pre_process (shape inference and
 optimisation) first. Decoder graphs quantize only their linear layers by
 default, so the recurrent state and the softmaxes stay in float; weight-only

@@ -140,7 +140,7 @@ class Attention(nn.Module):
         att = self.full_att(self.relu(att1 + att2.unsqueeze(1))).squeeze(2)  # [N, P]
         alpha = self.softmax(att)
         # one batched matmul, not broadcast-multiply + sum: the exported step graph then
-        # never materialises an [N, P, C] product (measured 2.23x -> 2.4x end to end, same tokens)
+        # never materialises an [N, P, C] product (faster end to end, same tokens)
         awe = torch.matmul(alpha.unsqueeze(1), encoder_out).squeeze(1)  # [N, C]
         return awe, alpha
 
