@@ -16,10 +16,12 @@ Conventions
   ``center=True`` pads ``n_fft // 2`` samples on both sides, ``normalized=True``
   scales by ``n_fft ** -0.5`` (torch's "frame_length" normalization), output
   ``[..., freq, frames]`` (a transposed view, like torch's).  float32 input
-  gives complex64, float64 input complex128.  float32 input is transformed in
-  float64 internally: numpy 2.x's float32 FFT is ~3x slower than its float64
-  one here, and the float64 route is also more accurate (max abs error against
-  ``torch.stft`` below 7e-7 x max |X| over 2,500 random cases, typically 2e-7).
+  gives complex64, float64 input complex128.  With scipy installed the FFT is
+  scipy.fft's in the input's precision; without it, numpy.fft in float64 (numpy
+  2.x's float32 FFT is slower than its float64 one).  Either way the error against
+  ``torch.stft`` stays below 1e-5 x max |X| (typically 2e-7).  Long inputs are
+  transformed on several threads (``workers``, ``MMEDGE_STFT_WORKERS``), with
+  bitwise the same result for any worker count.
 * Bad arguments raise :class:`mmedge.errors.InputError` with a one-line message
   that names the file (or the function) and what was expected.
 """
@@ -42,6 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from mmedge.atomic import atomic_path
 from mmedge.errors import InputError, UnknownNameError
+from mmedge.runtime import stft_blocks
 
 # Defaults: the Speech2Face voice-encoder front-end (16 kHz, 25 ms Hann window,
 # 10 ms hop, 512-point FFT, power-law compression 0.3).
@@ -57,11 +60,6 @@ _SLANEY_F_SP = 200.0 / 3.0
 _SLANEY_MIN_LOG_HZ = 1000.0
 _SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_F_SP
 _SLANEY_LOGSTEP = math.log(6.4) / 27.0
-
-# Frames transformed per FFT call; keeps the float64 work buffers in L2 cache.
-_FRAMES_PER_BLOCK = 64
-# numpy.fft takes out= from numpy 2.0; before (JetPack 5/6's numpy 1.x), the result is copied instead
-_FFT_OUT = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 
 
 class SilentAudioWarning(UserWarning):
@@ -117,25 +115,37 @@ def _as_int(what: str, value: Any, minimum: int, where: str = "stft") -> int:
     return int(value)
 
 
-def _stft_window(window: Any, win_length: int, n_fft: int, dtype) -> np.ndarray:
-    """The window as torch.stft uses it: rounded to the input's dtype, zero-padded to n_fft (as float64)."""
+def _stft_window(window: Any, win_length: int, n_fft: int, dtype: Any, normalized: bool) -> np.ndarray:
+    """The window's ``win_length`` values as torch.stft applies them (float64, read-only): rounded to
+    the input's dtype, times ``n_fft ** -0.5`` when normalized.  torch zero-pads it to n_fft on both
+    sides (left pad ``(n_fft - win_length) // 2``); the STFT multiplies only this span."""
+    if window is None or isinstance(window, str):
+        return _named_window(window, win_length, n_fft, np.dtype(dtype).str, normalized)
+    w = np.asarray(window)
+    if w.ndim != 1 or w.shape[0] != win_length:
+        raise InputError(f"stft: window must be a 1-D array of win_length={win_length} values, got shape {w.shape}")
+    if w.dtype.kind not in "fiu":
+        raise InputError(f"stft: window must be real-valued, got dtype {w.dtype}")
+    return _scaled(w.astype(dtype).astype(np.float64), n_fft, normalized)
+
+
+@lru_cache(maxsize=32)
+def _named_window(window: str | None, win_length: int, n_fft: int, dtype: str, normalized: bool) -> np.ndarray:
+    # Cached: building a window costs as much as transforming a few frames.
     if window is None:
         w = np.ones(win_length, dtype=np.float64)
-    elif isinstance(window, str):
-        if window not in _WINDOWS:
-            raise InputError(f"stft: unknown window {window!r}; expected one of {sorted(_WINDOWS)}, None or an array")
-        w = _WINDOWS[window](win_length, periodic=True, dtype=dtype).astype(np.float64)
+    elif window in _WINDOWS:
+        w = _WINDOWS[window](win_length, periodic=True, dtype=np.dtype(dtype)).astype(np.float64)
     else:
-        w = np.asarray(window)
-        if w.ndim != 1 or w.shape[0] != win_length:
-            raise InputError(f"stft: window must be a 1-D array of win_length={win_length} values, got shape {w.shape}")
-        if w.dtype.kind not in "fiu":
-            raise InputError(f"stft: window must be real-valued, got dtype {w.dtype}")
-        w = w.astype(dtype).astype(np.float64)
-    full = np.zeros(n_fft, dtype=np.float64)
-    left = (n_fft - win_length) // 2
-    full[left : left + win_length] = w
-    return full
+        raise InputError(f"stft: unknown window {window!r}; expected one of {sorted(_WINDOWS)}, None or an array")
+    return _scaled(w, n_fft, normalized)
+
+
+def _scaled(w: np.ndarray, n_fft: int, normalized: bool) -> np.ndarray:
+    if normalized:
+        w = w * (1.0 / math.sqrt(n_fft))
+    w.flags.writeable = False
+    return w
 
 
 def stft(
@@ -148,6 +158,7 @@ def stft(
     pad_mode: str = "reflect",
     normalized: bool = False,
     onesided: bool = True,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Short-time Fourier transform with the semantics of ``torch.stft(..., return_complex=True)``.
 
@@ -157,11 +168,11 @@ def stft(
     length after centre padding.  pad_mode: "reflect", "constant" (zeros), "replicate"
     (alias "edge") or "circular", as ``torch.nn.functional.pad`` does them.
 
-    Speed: frames are windowed and transformed 64 at a time (cache-sized float64 buffers).
-    One thread; about 2-2.5x the time of torch.stft backed by MKL on one thread
-    (benchmarks/stft_speed.py), bounded below by numpy's per-row pocketfft, whose bare
-    ``rfft`` of the windowed frames already takes 1.5x (n_fft 512) to 1.8x (n_fft 1024)
-    torch's whole stft.
+    Speed: the frames are strided views of the padded signal, windowed into a reused buffer
+    and transformed block by block (:mod:`mmedge.runtime.stft_blocks`), with scipy.fft in the
+    input's precision when installed, else numpy.fft in float64.  workers: the FFT's threads
+    for a long input (None: ``MMEDGE_STFT_WORKERS``, else the CPUs this process may use;
+    numpy.fft uses one); the result is bitwise the same for any worker count.
     """
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
@@ -179,11 +190,10 @@ def stft(
         raise InputError(f"stft: win_length={win_length} must be <= n_fft={n_fft}")
     if pad_mode not in _PAD_MODES:
         raise InputError(f"stft: unknown pad_mode {pad_mode!r}; expected one of {sorted(_PAD_MODES)}")
+    workers = stft_blocks.resolve_workers(workers)
 
     complex_dtype = np.complex64 if x.dtype == np.float32 else np.complex128
-    w = _stft_window(window, win_length, n_fft, x.dtype)
-    if normalized:
-        w = w * (1.0 / math.sqrt(n_fft))
+    w = _stft_window(window, win_length, n_fft, x.dtype, normalized)
 
     batch_shape, n_samples = x.shape[:-1], x.shape[-1]
     if n_samples == 0:
@@ -197,97 +207,25 @@ def stft(
         )
     if pad_mode == "circular" and pad > n_samples:
         raise InputError(f"stft: input of {n_samples} samples is too short for circular padding of {pad}")
-    fast = _scipy_fft()
-    if fast is not None:
-        return _stft_scipy(fast, x2, w, n_fft, hop_length, win_length, pad, pad_mode, onesided, center,
-                           batch_shape, complex_dtype)
-    # The padded signal in float64, built by hand (np.pad is ~4x slower for this).
-    xb = np.empty((x2.shape[0], n_samples + 2 * pad), dtype=np.float64)
-    xb[:, pad : pad + n_samples] = x2
-    if pad:
-        xb[:, :pad], xb[:, pad + n_samples :] = _PAD_MODES[pad_mode](x2, pad)
-    length = xb.shape[-1]
-    if length < n_fft:
+    if n_samples + 2 * pad < n_fft:
         raise InputError(
             f"stft: input of {n_samples} samples is shorter than n_fft={n_fft}"
             + (" after centre padding" if center else " (center=False needs at least n_fft samples)")
         )
-    n_frames = 1 + (length - n_fft) // hop_length
-    n_freq = n_fft // 2 + 1 if onesided else n_fft
-
-    # Only the window's non-zero span is multiplied; the zero-padded sides stay zero.
-    left = (n_fft - win_length) // 2
-    span = slice(left, left + win_length)
-    w_span = w[span]
-    frames = sliding_window_view(xb, n_fft, axis=-1)[:, ::hop_length]  # [B, n_frames, n_fft] view
-    out = np.empty((xb.shape[0], n_frames, n_freq), dtype=complex_dtype)
-    block = min(_FRAMES_PER_BLOCK, n_frames)
-    buf = np.zeros((block, n_fft), dtype=np.float64)
-    direct = complex_dtype == np.complex128 and onesided
-    spec = None if direct else np.empty((block, n_freq), dtype=np.complex128)
-    fft = np.fft.rfft if onesided else np.fft.fft
-    for b in range(xb.shape[0]):
-        for start in range(0, n_frames, block):
-            stop = min(start + block, n_frames)
-            rows = stop - start
-            # einsum writes the strided product ~10% faster than np.multiply here
-            np.einsum("ft,t->ft", frames[b, start:stop, span], w_span, out=buf[:rows, span])
-            if not _FFT_OUT:
-                out[b, start:stop] = fft(buf[:rows], axis=-1)
-            elif direct:
-                fft(buf[:rows], axis=-1, out=out[b, start:stop])
-            elif onesided:
-                fft(buf[:rows], axis=-1, out=spec[:rows])
-                out[b, start:stop] = spec[:rows]
-            else:
-                out[b, start:stop] = fft(buf[:rows], axis=-1)
-    return out.reshape(*batch_shape, n_frames, n_freq).swapaxes(-1, -2)
-
-
-@lru_cache(maxsize=1)
-def _scipy_fft() -> Any:
-    """scipy.fft when installed: a native float32 FFT, ~1.5-2x faster than numpy's here.
-
-    Optional (the `onnxruntime`/`openvino` extras install scipy); results agree with
-    the numpy path to float32 precision. MMEDGE_NUMPY_FFT=1 forces numpy.
-    """
-    if os.environ.get("MMEDGE_NUMPY_FFT"):
-        return None
-    try:
-        import scipy.fft as sfft
-    except ImportError:
-        return None
-    return sfft
-
-
-_SCIPY_BLOCK = 4096  # frames per FFT call: bounds the temporary to ~8 MB at n_fft 512
-
-
-def _stft_scipy(sfft: Any, x2: np.ndarray, w: np.ndarray, n_fft: int, hop: int, win_length: int, pad: int,
-                pad_mode: str, onesided: bool, center: bool, batch_shape: tuple, complex_dtype: Any) -> np.ndarray:
-    """The same transform with scipy.fft in the input's precision (float32 stays float32)."""
-    n_samples = x2.shape[-1]
-    xb = np.empty((x2.shape[0], n_samples + 2 * pad), dtype=x2.dtype)
-    xb[:, pad:pad + n_samples] = x2
+    # The padded signal in the input's dtype, built by hand (np.pad is ~4x slower for this).
+    xb = np.empty((x2.shape[0], n_samples + 2 * pad), dtype=x.dtype)
+    xb[:, pad : pad + n_samples] = x2
     if pad:
-        xb[:, :pad], xb[:, pad + n_samples:] = _PAD_MODES[pad_mode](x2, pad)
-    if xb.shape[-1] < n_fft:
-        raise InputError(
-            f"stft: input of {n_samples} samples is shorter than n_fft={n_fft}"
-            + (" after centre padding" if center else " (center=False needs at least n_fft samples)"))
-    n_frames = 1 + (xb.shape[-1] - n_fft) // hop
-    n_freq = n_fft // 2 + 1 if onesided else n_fft
-    w = w.astype(x2.dtype, copy=False)
-    frames = sliding_window_view(xb, n_fft, axis=-1)[:, ::hop]
-    fft = sfft.rfft if onesided else sfft.fft
-    if n_frames <= _SCIPY_BLOCK:
-        out = fft(frames * w, axis=-1, overwrite_x=True)
-    else:
-        out = np.empty((xb.shape[0], n_frames, n_freq), dtype=complex_dtype)
-        for start in range(0, n_frames, _SCIPY_BLOCK):
-            stop = min(start + _SCIPY_BLOCK, n_frames)
-            out[:, start:stop] = fft(frames[:, start:stop] * w, axis=-1, overwrite_x=True)
-    return out.astype(complex_dtype, copy=False).reshape(*batch_shape, n_frames, n_freq).swapaxes(-1, -2)
+        xb[:, :pad], xb[:, pad + n_samples :] = _PAD_MODES[pad_mode](x2, pad)
+    n_frames = 1 + (xb.shape[-1] - n_fft) // hop_length
+    left = (n_fft - win_length) // 2
+    # [B, n_frames, n_fft], a read-only strided view of xb (np.ndarray costs less than sliding_window_view)
+    frames = np.ndarray((xb.shape[0], n_frames, n_fft), xb.dtype, xb, 0,
+                        (xb.strides[0], hop_length * xb.itemsize, xb.itemsize))
+    frames.flags.writeable = False
+    out = stft_blocks.transform_frames(frames, w, slice(left, left + win_length), n_fft, onesided, complex_dtype,
+                                       workers)
+    return out.reshape(*batch_shape, n_frames, out.shape[-1]).swapaxes(-1, -2)
 
 
 # ----------------------------------------------------------------------------- mel
@@ -426,7 +364,7 @@ def log_mel_spectrogram(
         raise InputError(f"log_mel_spectrogram: power must be a positive number, got {power!r}")
     spec = stft(x, n_fft, hop_length, win_length, window, center, pad_mode)
     if power == 2.0:
-        mag = spec.real**2 + spec.imag**2
+        mag = _squared_magnitude(spec)
     elif power == 1.0:
         mag = np.abs(spec)
     else:
@@ -454,8 +392,29 @@ def powerlaw_spectrogram(
     as ``sign(v) * |v| ** power``.
     """
     spec = stft(np.asarray(x, dtype=np.float32), n_fft, hop_length, win_length, window, center, pad_mode)
-    out = np.stack([spec.real, spec.imag], axis=-3)
-    return np.sign(out) * np.abs(out) ** np.float32(power)
+    out = np.empty((*spec.shape[:-2], 2, *spec.shape[-2:]), dtype=np.float32)
+    out[..., 0, :, :] = spec.real
+    out[..., 1, :, :] = spec.imag
+    p = np.float32(power)
+
+    def compress(v: np.ndarray) -> None:  # sign(v) * |v| ** p, in place, in the order torch writes it
+        mag = np.abs(v)
+        np.power(mag, p, out=mag)
+        np.sign(v, out=v)
+        np.multiply(v, mag, out=v)
+
+    stft_blocks.map_chunks(out.reshape(-1), compress, stft_blocks.default_workers())
+    return out
+
+
+def _squared_magnitude(spec: np.ndarray) -> np.ndarray:
+    """``spec.real ** 2 + spec.imag ** 2`` for :func:`stft`'s result, squaring its (fresh) buffer in place."""
+    base = spec.swapaxes(-1, -2)  # the C-contiguous [..., frames, freq] array stft allocated
+    if not base.flags.c_contiguous:
+        return spec.real**2 + spec.imag**2
+    parts = base.view(base.real.dtype).reshape(*base.shape, 2)
+    np.square(parts, out=parts)
+    return np.add(parts[..., 0], parts[..., 1]).swapaxes(-1, -2)
 
 
 def _waveform(x: np.ndarray) -> np.ndarray:
