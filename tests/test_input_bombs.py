@@ -29,6 +29,8 @@ from PIL import Image
 from mmedge.cli import run
 from mmedge.errors import EXIT_USAGE, InputError
 from mmedge.runtime import audio as A
+from mmedge.runtime import resample as R
+from mmedge.runtime import wav as W
 from mmedge.runtime.image import MAX_DECODE_PIXELS, MAX_PIXELS, preprocess_image, read_depth, read_image
 
 LIMIT_MB = 1536  # address-space cap of the child processes
@@ -193,8 +195,8 @@ def test_resample_filter_is_bounded_for_awkward_ratios() -> None:
     x = np.random.default_rng(0).standard_normal(5000)
     y = A.resample(x, 383_999, 16000)  # gcd 1: a 7.7 M-tap filter if built exactly
     assert y.shape == (-(-5000 * 16000 // 383_999),)
-    assert A._resample_filter.cache_info().currsize <= 16
-    assert max(len(h) for h in [A._resample_filter(*A._approximate_ratio(16000, 383_999))]) <= 20 * 4096 + 1
+    assert R._resample_filter.cache_info().currsize <= 16
+    assert max(len(h) for h in [R._resample_filter(*R._approximate_ratio(16000, 383_999))]) <= 20 * 4096 + 1
     with pytest.raises(InputError, match="more than 1000x"):
         A.resample(x, 1, 1_000_000)
 
@@ -216,8 +218,9 @@ def test_wav_huge_fmt_chunk_is_malformed(tmp_path: Path) -> None:
 
 def test_wav_too_long_is_refused_from_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = wav(tmp_path / "long.wav", 1000, b"\x01\x00" * 600_000)  # 600 s at 1 kHz: 1.2 MB
-    monkeypatch.setattr(A, "_decode_samples", lambda *a: pytest.fail("decoded before the duration check"))
-    monkeypatch.setattr(A, "resample", lambda *a: pytest.fail("resampled before the duration check"))
+    # read_wav's own module (runtime/wav.py) is where it looks these up
+    monkeypatch.setattr(W, "_decode_samples", lambda *a: pytest.fail("decoded before the duration check"))
+    monkeypatch.setattr(W, "resample", lambda *a: pytest.fail("resampled before the duration check"))
     with pytest.raises(InputError, match=r"long.wav: 600 s is longer than the 300 s") as info:
         A.read_wav(path, sample_rate=16000, max_seconds=300)
     assert "\n" not in str(info.value)
