@@ -17,6 +17,11 @@ A broken rule raises `Refused` naming the rule and the member. Each reader words
 its own one-line error from it: those messages are part of the command line's
 contract, so this module holds the rules and the readers hold the words. Standard
 library only: the torch-free runtime and the Ray workers use it too.
+
+A bundle's descriptor (the JSON member listing the others) is read one way by
+every reader (`Descriptor`): bounded, its `format` and `format_version` checked,
+then its schema. The strict JSON parser and the schema check live in
+runtime/schema.py, a layer above this one, so a reader passes them in.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from mmedge.errors import ArtifactError
 
@@ -172,3 +177,45 @@ def chunks(f: BinaryIO, limit: int, member: Member | None = None) -> Iterator[by
 def read_limited(f: BinaryIO, limit: int, member: Member | None = None) -> bytes:
     """A small member (a descriptor) whole, in chunks, refused past `limit` bytes."""
     return b"".join(chunks(f, limit, member))
+
+
+def newer_version(doc: dict[str, Any], newest: int) -> int | None:
+    """The descriptor's integer `format_version` when it is newer than `newest` (this mmedge cannot read it)."""
+    version = doc.get("format_version")
+    return version if isinstance(version, int) and not isinstance(version, bool) and version > newest else None
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """A bundle's descriptor and how its reader words each refusal (the command line's contract).
+
+    `parse(data, archive)` is the reader's bounded, strict JSON parser and `validate(doc, archive)`
+    its schema check (both raise one line); `missing`, `foreign` and `newer` are message templates
+    with `{archive}` (and for `newer`, `{version}` and `{newest}`) filled in."""
+
+    member: str  # its name in the archive
+    format: str  # what its "format" must say
+    newest: int  # the newest "format_version" this mmedge reads
+    parse: Callable[[bytes, str], Any]
+    validate: Callable[[Any, str], None]
+    missing: str  # no such member
+    foreign: str  # not an object, or another "format"
+    newer: str  # a newer "format_version"
+
+    def absent(self, archive: object) -> ArtifactError:
+        return ArtifactError(self.missing.format(archive=archive))
+
+    def read(self, data: bytes, archive: object) -> dict[str, Any]:
+        """The descriptor from its bytes (bounded by `parse`), checked: format, version, schema."""
+        return self.check(self.parse(data, str(archive)), archive)
+
+    def check(self, doc: Any, archive: object) -> dict[str, Any]:
+        """A parsed descriptor: its format, then its version (a newer one is named as such before
+        the schema, which knows only this version, would call it malformed), then its schema."""
+        if not isinstance(doc, dict) or doc.get("format") != self.format:
+            raise ArtifactError(self.foreign.format(archive=archive))
+        version = newer_version(doc, self.newest)
+        if version is not None:
+            raise ArtifactError(self.newer.format(archive=archive, version=version, newest=self.newest))
+        self.validate(doc, str(archive))
+        return doc

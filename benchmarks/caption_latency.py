@@ -45,22 +45,25 @@ times the fp32 export with ONNX Runtime's worker spinning on and off.
 
     python benchmarks/caption_latency.py --repeat 5 [--threads T] [--artifact DIR ...]
         [--spinning on|off|both] [--skip-cold-start] [--json out.json] [--check]
+
+The tutorial's modules (`TutorialEncoder`, `TutorialAttention`, `TutorialDecoder`) repeat what
+models/captioner.py computes on purpose: they are the baseline as the tutorial wrote it, so the
+duplicate finder's pairing of the two is expected; sharing code with the model under test would
+let a change to the model move its own baseline. The other benchmarks import this module's
+torch-side helpers (the model, its export, the interleaved timing loop); the torch-free ones
+(work folder, CPU load, options, results) are benchmarks/_common.py's.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -69,21 +72,23 @@ from PIL import Image
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import caption_targets as ct  # noqa: E402  (benchmarks/ is not a package)
+import _common as common  # noqa: E402  (benchmarks/ is not a package)
+from _common import ms, summarize_runs  # noqa: E402
+import caption_targets as ct  # noqa: E402
 
 from mmedge.export.registry import ExportContext, export_context
 from mmedge.models import zoo
 from mmedge.models.captioner import IMAGENET_MEAN, IMAGENET_STD, CaptionModel
 from mmedge.models.resnet import BackboneConfig, resnet_trunk
 from mmedge.runtime import profiler
-from mmedge.runtime.profiler import cpu_snapshot
+from mmedge.runtime.profile_inputs import synthetic_image
 
 TARGET_SPEEDUP = 6.0
 BEAM = 3
 STEPS = 50
 CONFIG = "full"
 PAUSE_S = 0.25  # between runs, so the other runtime's spinning worker threads go idle
-MAX_OTHER_LOAD = 0.25  # CPUs busy with other processes above which a result is not trusted
+MAX_OTHER_LOAD = common.MAX_OTHER_LOAD
 EAGER_DEVIATIONS = (  # of the eager baseline from the tutorial's caption.py, as written
     "`//` for the beam indices (caption.py's `/` yields floats on current torch)",
     f"a break after exactly {STEPS} steps ranking the unfinished beams (caption.py: up to 51 steps, and a crash "
@@ -93,9 +98,7 @@ EAGER_DEVIATIONS = (  # of the eager baseline from the tutorial's caption.py, as
 )
 
 
-def log(msg: str) -> None:
-    """Progress message on stderr."""
-    print(f"[caption_latency] {msg}", file=sys.stderr, flush=True)
+log = common.logger("caption_latency")
 
 
 # ===================================================================== the tutorial, eager
@@ -168,6 +171,10 @@ def tutorial_models(model: CaptionModel) -> tuple[TutorialEncoder, TutorialDecod
         part = {k[len(prefix):]: v.clone() for k, v in state.items() if k.startswith(prefix)}
         module.load_state_dict(part, strict=True)
     return encoder.eval(), decoder.eval()
+
+
+EAGER_STAGES = ("preprocess", "encoder", "decoder_init", "decoding")  # EagerRun's, in seconds
+MMEDGE_STAGES = ("encoder", "decoder_init", "decoding", "rest")  # MmedgeRun's
 
 
 @dataclass
@@ -309,44 +316,52 @@ def mmedge_caption(cap: Any, image_path: Path) -> MmedgeRun:
 
 
 # ===================================================================== setup
-def build_model() -> CaptionModel:
-    """The full captioner, seed 0, with `<end>` made unreachable (exactly 50 steps)."""
-    model = zoo.get("captioner").create(CONFIG, seed=0)
+def build_model(config: str = CONFIG) -> CaptionModel:
+    """The captioner (by default the full one), seed 0, with `<end>` made unreachable (exactly 50 steps)."""
+    model = zoo.get("captioner").create(config, seed=0)
     with torch.no_grad():
         model.decoder.fc.bias[model.vocab.end] = -1e4
     return model
 
 
+def export_fp32(model: CaptionModel, formats: list[str], out: Path, log: Callable[[str], None],
+                config: str = CONFIG) -> list[Path]:
+    """`model`'s weights exported once in fp32 to each of `formats` under `out` (the artifact folders)."""
+    spec = zoo.get("captioner")
+    ctx = ExportContext(spec, config, spec.config(config), model, "fp32", model.vocab)
+    return list(export_context(ctx, formats, out, log).artifacts)
+
+
+def runners(encoder: TutorialEncoder, decoder: TutorialDecoder, word_map: dict[str, int], image: Path,
+            pipes: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """One caption of `image` per pipeline: "eager" (the tutorial's), then each mmedge pipeline by name."""
+    out: dict[str, Callable[[], Any]] = {"eager": lambda: caption_image_beam_search(encoder, decoder, image, word_map)}
+    for name, pipe in pipes.items():
+        out[name] = lambda pipe=pipe: mmedge_caption(pipe, image)
+    return out
+
+
+def interleave(runs_of: dict[str, Callable[[], Any]], repeat: int, log: Callable[[str], None],
+               check: Callable[[str, Any], None] | None = None) -> dict[str, list[Any]]:
+    """`repeat` rounds of every runner, who goes first rotating, each run after a pause (the other
+    runtime's spinning worker threads go idle); `check(name, result)` sees every result."""
+    runs: dict[str, list[Any]] = {name: [] for name in runs_of}
+    names = list(runs_of)
+    for i in range(repeat):
+        for name in names[i % len(names):] + names[:i % len(names)]:  # rotate who goes first
+            time.sleep(PAUSE_S)
+            r = runs_of[name]()
+            runs[name].append(r)
+            if check is not None:
+                check(name, r)
+        log(f"run {i + 1}/{repeat}: " + ", ".join(f"{n} {runs[n][-1].total * 1e3:,.0f} ms" for n in names))
+    return runs
+
+
 def write_image(path: Path, width: int = 640, height: int = 480) -> Path:
-    """A smooth synthetic scene (sky gradient, sun, hills, a red box) as PNG."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.zeros((height, width, 3), np.float32)
-    sky = y / height
-    img[..., 0], img[..., 1], img[..., 2] = 90 + 80 * sky, 150 + 60 * sky, 235 - 40 * sky
-    sun = np.exp(-(((x - 0.75 * width) ** 2 + (y - 0.2 * height) ** 2) / (2 * (0.06 * width) ** 2)))
-    img += sun[..., None] * np.array([160, 120, 0], np.float32)
-    hill = y > height * (0.62 + 0.08 * np.sin(x / width * 2 * np.pi * 1.5))
-    img[hill] = np.stack([60 + 40 * sky[hill], 130 + 50 * np.cos(x[hill] / 37.0), 50 + 20 * sky[hill]], 1)
-    box = (np.abs(x - 0.3 * width) < 0.08 * width) & (np.abs(y - 0.7 * height) < 0.1 * height)
-    img[box] = (200, 40, 35)
-    noise = np.random.default_rng(0).normal(0, 4, img.shape).astype(np.float32)
-    Image.fromarray(np.clip(img + noise, 0, 255).astype(np.uint8)).save(path)
+    """The profiler's synthetic scene (sky gradient, sun, hills, a red box; seed 0) as PNG."""
+    Image.fromarray(synthetic_image(height, width)).save(path)
     return path
-
-
-def other_cpu_load(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
-    """Average number of CPUs kept busy by OTHER processes between two snapshots (the profiler's measure)."""
-    return profiler.other_cpu_load(a, b, min_interval=0.0)
-
-
-def load_line(load: float | None, cpus: int | None, limit: float, hint: str = "") -> str:
-    """The report's line on other processes' CPU use during the timed runs, with a warning above `limit`."""
-    if load is None:
-        return "Competing load: unknown (no /proc/stat)."
-    warn = (f" - above the {limit:.2f} limit: the CPUs were shared with other work, latencies are inflated and "
-            "the ratios distorted (oversubscribed multi-threaded PyTorch slows down far more than the runtimes, "
-            f"which inflates the speed-ups){hint}; rerun on an idle machine.") if load > limit else "."
-    return f"Competing load: other processes kept {load:.2f} of {cpus} CPUs busy on average during the timed runs{warn}"
 
 
 def machine_info(threads: int | None) -> dict[str, Any]:
@@ -367,22 +382,6 @@ def machine_info(threads: int | None) -> dict[str, Any]:
 
 
 # ===================================================================== report
-def summarize_runs(runs: list[Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    """Medians (and the min total) of timed runs, per stage in `keys`, in seconds."""
-    out: dict[str, Any] = {"runs": [{k: v for k, v in asdict(r).items() if k != "tokens"} for r in runs]}
-    totals = [r.total for r in runs]
-    out["median_s"], out["min_s"] = statistics.median(totals), min(totals)
-    for k in keys:
-        out[f"{k}_median_s"] = statistics.median(getattr(r, k) for r in runs)
-    out["per_step_median_s"] = statistics.median(r.decoding / r.steps for r in runs)
-    return out
-
-
-def ms(s: float | None) -> str:
-    """Seconds as a millisecond cell ('-' when absent)."""
-    return "-" if s is None else f"{s * 1e3:,.1f}"
-
-
 def render(res: dict[str, Any]) -> str:
     """The Markdown report."""
     m, e, o = res["machine"], res["eager"], res["mmedge"]
@@ -402,7 +401,7 @@ def render(res: dict[str, Any]) -> str:
         f"{res['spinning']}).",
         f"CPU family: **{f['family']}** (precision-relevant flags: {' '.join(f['flags']) or 'none'}; int8 dot "
         f"products: {'yes' if f['int8_dot'] else 'no'}, bf16: {'yes' if f['bf16'] else 'no'}).",
-        load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"]),
+        common.load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"]),
         f"Repeats: {res['repeat']} per pipeline after 1 warm-up, interleaved. "
         f"ONNX export (once, not timed below): {res['export_s']:.1f} s.",
         "",
@@ -438,33 +437,28 @@ def render(res: dict[str, Any]) -> str:
 
 # ===================================================================== main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="caption_latency.py",
-        description=(
+    p = common.parser(
+        "caption_latency.py",
+        (
             "End-to-end caption latency of the FULL captioner (ResNet-101 @256, 9,490 words, random weights), "
             f"beam {BEAM}, exactly {STEPS} decoding steps: the tutorial's PyTorch-eager pipeline "
             "(sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning, re-implemented) against mmedge's ONNX export run "
             "by mmedge.runtime. Both must produce the same tokens. Prints a Markdown table on stdout; progress "
             "on stderr."),
-        epilog=f"Exit status: 0 on success; 1 with --check when the median speed-up is below {TARGET_SPEEDUP:.0f}x; "
-               "2 when the two pipelines disagree on the tokens (or on a usage error); 3 with --check when other "
-               "processes loaded the CPUs beyond --max-other-load during the timed runs (the ratio is then not "
-               "trustworthy). The other targets are reported, never a failure.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        f"Exit status: 0 on success; 1 with --check when the median speed-up is below {TARGET_SPEEDUP:.0f}x; "
+        "2 when the two pipelines disagree on the tokens (or on a usage error); 3 with --check when other "
+        "processes loaded the CPUs beyond --max-other-load during the timed runs (the ratio is then not "
+        "trustworthy). The other targets are reported, never a failure.",
     )
     p.add_argument("--repeat", type=int, default=5, metavar="N",
                    help="timed runs per pipeline (after 1 warm-up each), interleaved eager/mmedge")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="threads for both: torch.set_num_threads(T) and ONNX Runtime intra-op threads "
-                        "(load(artifact, threads=T)); default: each library's default, reported in the table")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
-    p.add_argument("--check", action="store_true",
-                   help=f"exit 1 if the median end-to-end speed-up eager/mmedge is below {TARGET_SPEEDUP:.0f}x")
-    p.add_argument("--max-other-load", type=float, default=MAX_OTHER_LOAD, metavar="CPUS",
-                   help="average number of CPUs other processes may keep busy during the timed runs before the "
-                        "result is declared inconclusive (measured from /proc/stat)")
-    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
-                   help="write the ONNX artifact and the test image under DIR and keep them (default: a temp dir)")
+    common.add_common(
+        p, threads="threads for both: torch.set_num_threads(T) and ONNX Runtime intra-op threads "
+                   "(load(artifact, threads=T)); default: each library's default, reported in the table",
+        check=f"exit 1 if the median end-to-end speed-up eager/mmedge is below {TARGET_SPEEDUP:.0f}x",
+        max_other_load="average number of CPUs other processes may keep busy during the timed runs before the "
+                       "result is declared inconclusive (measured from /proc/stat)",
+        keep="write the ONNX artifact and the test image under DIR and keep them (default: a temp dir)")
     p.add_argument("--artifact", type=Path, action="append", default=[], metavar="DIR",
                    help="also time this build of the same weights (captioner full, any format and precision: e.g. "
                         "one of benchmarks/precision_matrix.py --keep's) in the interleaved loop; repeatable")
@@ -474,12 +468,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-cold-start", action="store_true",
                    help="skip the torch-free cold start (a new process loading the artifact and captioning once)")
     args = p.parse_args(argv)
-    if args.repeat < 1:
-        p.error("--repeat must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        p.error("--threads must be >= 1")
-    if args.max_other_load < 0:
-        p.error("--max-other-load must be >= 0")
+    common.at_least(p, args, repeat=1, threads=1, max_other_load=0)
     for path in args.artifact:
         why = ct.check_same_model(path, CONFIG)
         if why:
@@ -504,20 +493,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     word_map = dict(model.vocab.word_map)
 
     log("exporting to ONNX (once) ...")
-    spec = zoo.get("captioner")
-    ctx = ExportContext(spec, CONFIG, spec.config(CONFIG), model, "fp32", model.vocab)
     t0 = time.perf_counter()
-    artifact = export_context(ctx, ["onnx"], workdir / "artifacts", log).artifacts[0]
+    (artifact,) = export_fp32(model, ["onnx"], workdir / "artifacts", log)
     export_s = time.perf_counter() - t0
     log(f"exported in {export_s:.1f} s -> {artifact}")
     builds = ct.make_builds(Path(artifact), args.artifact, args.threads, args.spinning)
     pipes = {b.name: load(b.artifact, **b.options) for b in builds}
-    runners: dict[str, Any] = {"eager": lambda: caption_image_beam_search(encoder, decoder, image, word_map)}
-    for name, pipe in pipes.items():
-        runners[name] = lambda pipe=pipe: mmedge_caption(pipe, image)
+    runs_of = runners(encoder, decoder, word_map, image, pipes)
 
     log("warm-up ...")
-    warm = {name: fn() for name, fn in runners.items()}
+    warm = {name: fn() for name, fn in runs_of.items()}
     eager_w, mm_w = warm["eager"], warm["mmedge"]
     for b in builds:
         if b.exact and warm[b.name].tokens != eager_w.tokens:
@@ -527,28 +512,24 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                            f"mmedge {mm_w.steps} steps / {len(mm_w.tokens)} tokens")
 
     exact = {"eager"} | {b.name for b in builds if b.exact}
-    cpu0 = cpu_snapshot()
-    runs: dict[str, list[Any]] = {name: [] for name in runners}
-    names = list(runners)
-    for i in range(args.repeat):
-        for which in names[i % len(names):] + names[:i % len(names)]:  # rotate who goes first
-            time.sleep(PAUSE_S)
-            r = runners[which]()
-            runs[which].append(r)
-            if which in exact and r.tokens != eager_w.tokens:
-                raise TokenMismatch(eager_w.tokens, r.tokens)
-        log(f"run {i + 1}/{args.repeat}: " + ", ".join(f"{n} {runs[n][-1].total * 1e3:,.0f} ms" for n in names))
-    load_loop = other_cpu_load(cpu0, cpu_snapshot())
+
+    def same_tokens(name: str, r: Any) -> None:
+        if name in exact and r.tokens != eager_w.tokens:
+            raise TokenMismatch(eager_w.tokens, r.tokens)
+
+    cpu0 = common.cpu_snapshot()
+    runs = interleave(runs_of, args.repeat, log, same_tokens)
+    load_loop = common.other_cpu_load(cpu0, common.cpu_snapshot())
 
     log("after the timed runs: beam bookkeeping (overhead.py's replay), peaks per backend, graph costs ...")
-    cpu1 = cpu_snapshot()
+    cpu1 = common.cpu_snapshot()
     book = ct.bookkeeping(pipes["mmedge"], image, BEAM, STEPS)
     peaks = ct.measure_backend_peaks(builds, args.threads)
-    load_extras = other_cpu_load(cpu1, cpu_snapshot())
-    eager = summarize_runs(runs["eager"], ("preprocess", "encoder", "decoder_init", "decoding"))
+    load_extras = common.other_cpu_load(cpu1, common.cpu_snapshot())
+    eager = summarize_runs(runs["eager"], EAGER_STAGES)
     rows = []
     for b in builds:
-        summary = summarize_runs(runs[b.name], ("encoder", "decoder_init", "decoding", "rest"))
+        summary = summarize_runs(runs[b.name], MMEDGE_STAGES)
         fl = ct.floor(b, peaks.get(b.backend), STEPS)
         rows.append({**b.to_json(), "summary": summary, "floor": fl, "steps": warm[b.name].steps,
                      "speedup_median": eager["median_s"] / summary["median_s"],
@@ -583,42 +564,23 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return res
 
 
-class TokenMismatch(RuntimeError):
+class TokenMismatch(common.TokenMismatch):
     """The two pipelines produced different captions."""
 
     def __init__(self, eager: list[int], mmedge: list[int]) -> None:
-        first = next((i for i, (a, b) in enumerate(zip(eager, mmedge)) if a != b), min(len(eager), len(mmedge)))
+        first = common.first_difference(eager, mmedge)
         super().__init__(f"tokens differ at position {first}: eager {eager[first:first + 5]}..., "
                          f"mmedge {mmedge[first:first + 5]}... (lengths {len(eager)} / {len(mmedge)})")
 
 
-@contextmanager
-def workdir(keep: Path | None, prefix: str) -> Iterator[Path]:
-    """`--keep DIR` (created), else a temporary folder removed afterwards."""
-    if keep:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep
-    else:
-        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-            yield Path(tmp)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with workdir(args.keep, "caption_latency_") as wd:
-            res = run(args, wd)
-    except TokenMismatch as e:
-        print(f"caption_latency: FAILED: eager and mmedge captions differ: {e}", file=sys.stderr)
+    res = common.run_and_publish("caption_latency", "eager and mmedge captions differ: ", args, run,
+                                 common.workdir(args.keep, "caption_latency_"), render, log)
+    if res is None:
         return 2
-    print(render(res))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
-        log(f"wrote {args.json}")
     if args.check and not res["valid"]:
-        print(f"caption_latency: inconclusive: other processes kept {res['other_cpu_load']:.2f} CPUs busy "
-              f"(limit {args.max_other_load:.2f}); rerun on an idle machine", file=sys.stderr)
-        return 3
+        return common.inconclusive("caption_latency", res["other_cpu_load"], args.max_other_load)
     if args.check and not res["target_met"]:
         print(f"caption_latency: speed-up {res['speedup_median']:.2f}x is below the target "
               f"{TARGET_SPEEDUP:.0f}x", file=sys.stderr)

@@ -124,7 +124,7 @@ def describe(path: Path) -> tuple[str, str]:
 
     m = read_manifest(path, verify=False)
     backend = backend_for_format(m.format)
-    mix = m.extra.get("precision_mix") or {}
+    mix = m.extra.precision_mix or {}
     how = f" (encoder {mix['encoder']}, decoder {mix['decoder']})" if {"encoder", "decoder"} <= set(mix) else ""
     return backend, f"{BACKEND_NAMES.get(backend, backend)} {m.precision}{how}: {path.name}"
 
@@ -166,7 +166,7 @@ def floor(build: Build, peaks: MachinePeaks | None, steps: int) -> dict[str, Any
 
     m = read_manifest(build.artifact, verify=False)
     costs = artifact_costs(build.artifact)
-    mix = m.extra.get("precision_mix") or {}
+    mix = m.extra.precision_mix or {}
     dec = str(mix.get("decoder", m.precision))
     prec = {"encoder": peak_precision(str(mix.get("encoder", m.precision)), build.backend, build.options),
             "decoder": peak_precision("fp32" if dec == "int8-weights" else dec, build.backend, build.options)}

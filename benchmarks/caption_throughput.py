@@ -41,7 +41,6 @@ fp32 one, it is exported once into the work folder (about 30 s).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,22 +48,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import caption_latency as cl  # noqa: E402  (benchmarks/ is not a package)
+import _common as common  # noqa: E402  (benchmarks/ is not a package)
+import caption_latency as cl  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmedge.runtime.batching import this_machine  # noqa: E402
-from mmedge.runtime.profiler import cpu_snapshot  # noqa: E402
 
 TARGETS = {"fp32": 10.0, "reduced": 20.0}  # images/s, mmedge batched / tutorial eager
 SCORE_TOL = 1e-4  # batched vs one image per batch: score difference per decoding step (DESIGN's 1e-4)
 PAUSE_S = 1.0  # between rows, so the other runtime's spinning worker threads go idle
 
 
-def log(msg: str) -> None:
-    print(f"[caption_throughput] {msg}", file=sys.stderr, flush=True)
+log = common.logger("caption_throughput")
 
 
 # ===================================================================== inputs
@@ -115,7 +113,7 @@ class Row:
 
 def eager_row(encoder: Any, decoder: Any, paths: list[Path], word_map: dict[str, int], steps: int) -> Row:
     """The tutorial's loop: caption.py's beam search on each image in turn."""
-    cpu0, t0 = cpu_snapshot(), time.perf_counter()
+    cpu0, t0 = common.cpu_snapshot(), time.perf_counter()
     runs = []
     for i, p in enumerate(paths):
         runs.append(cl.caption_image_beam_search(encoder, decoder, p, word_map, cl.BEAM, steps))
@@ -123,7 +121,7 @@ def eager_row(encoder: Any, decoder: Any, paths: list[Path], word_map: dict[str,
     seconds = time.perf_counter() - t0
     stages = {k: sum(getattr(r, k) for r in runs) for k in ("preprocess", "encoder", "decoder_init", "decoding")}
     return Row("tutorial eager (PyTorch), one image at a time", "fp32", seconds, [r.tokens for r in runs],
-               [r.score for r in runs], stages, cl.other_cpu_load(cpu0, cpu_snapshot()))
+               [r.score for r in runs], stages, common.other_cpu_load(cpu0, common.cpu_snapshot()))
 
 
 def mmedge_row(cap: Any, paths: list[Path], steps: int, batch_size: int, name: str) -> Row:
@@ -135,10 +133,10 @@ def mmedge_row(cap: Any, paths: list[Path], steps: int, batch_size: int, name: s
     real_run = step.run
     step.run = lambda feeds: (rows.append(feeds["prev_word"].shape[0]), real_run(feeds))[1]
     try:
-        cpu0, t0 = cpu_snapshot(), time.perf_counter()
+        cpu0, t0 = common.cpu_snapshot(), time.perf_counter()
         results = cap.caption([str(p) for p in paths], beam=cl.BEAM, max_len=steps, batch_size=batch_size)
         seconds = time.perf_counter() - t0
-        load = cl.other_cpu_load(cpu0, cpu_snapshot())
+        load = common.other_cpu_load(cpu0, common.cpu_snapshot())
     finally:
         del step.run  # the instance attribute: back to the class's method
     stages = {g: cap.sessions[g].timing.total for g in ("encoder", "decoder_init", "decoder_step")}
@@ -156,25 +154,20 @@ def compare(ref: Row, row: Row, paths: list[Path]) -> dict[str, Any]:
             "max_score_diff": max(diffs) if diffs else None}
 
 
-class TokenMismatch(RuntimeError):
+class TokenMismatch(common.TokenMismatch):
     """The warm-up's captions differ: the artifact does not hold these weights."""
 
 
 # ===================================================================== main flow
 def fp32_artifact(given: list[Path], workdir: Path) -> tuple[Path, list[Path]]:
     """(the fp32 ONNX artifact, the other builds): a given one, else exported once into `workdir`."""
-    from mmedge.export.registry import ExportContext, export_context
-    from mmedge.models import zoo
     from mmedge.runtime.manifest import read_manifest
 
     fp32 = [a for a in given if (m := read_manifest(a)).precision == "fp32" and m.format == "onnx"]
     if fp32:
         return fp32[0], [a for a in given if a != fp32[0]]
     log("exporting the full captioner (seed 0, <end> unreachable) to ONNX fp32 ...")
-    model = cl.build_model()
-    spec = zoo.get("captioner")
-    ctx = ExportContext(spec, cl.CONFIG, spec.config(cl.CONFIG), model, "fp32", model.vocab)
-    return export_context(ctx, ["onnx"], workdir / "artifacts", log).artifacts[0], list(given)
+    return cl.export_fp32(cl.build_model(), ["onnx"], workdir / "artifacts", log)[0], list(given)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -269,7 +262,7 @@ def render(res: dict[str, Any]) -> str:
         f"({m['usable_cores']} usable), {m['available_memory_gib']:.1f} GiB available; Python {m['python']}, "
         f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']} "
         f"(intra-op threads: {m['ort_intra_op_threads']}).",
-        cl.load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"], " (figure: the busiest row)"),
+        common.load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"], " (figure: the busiest row)"),
         f"mmedge batch size: {res['batch_size']} images "
         f"({'automatic: machine memory and cores, model sizes' if res['batch_size_automatic'] else '--batch-size'}).",
         "",
@@ -312,15 +305,14 @@ def render(res: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="caption_throughput.py",
-        description="Caption throughput (images/s) of the FULL captioner over many different scenes: the tutorial's "
-                    "PyTorch-eager loop, one image at a time, against mmedge's batched runtime on the same weights. "
-                    "Markdown table on stdout; progress on stderr.",
-        epilog="Exit status: 0 on success; 1 with --check when a target is not met; 2 when an fp32 mmedge row's "
-               "tokens differ from eager, or batching changes a caption; 3 with --check when other processes "
-               "loaded the CPUs beyond --max-other-load.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = common.parser(
+        "caption_throughput.py",
+        "Caption throughput (images/s) of the FULL captioner over many different scenes: the tutorial's "
+        "PyTorch-eager loop, one image at a time, against mmedge's batched runtime on the same weights. "
+        "Markdown table on stdout; progress on stderr.",
+        "Exit status: 0 on success; 1 with --check when a target is not met; 2 when an fp32 mmedge row's "
+        "tokens differ from eager, or batching changes a caption; 3 with --check when other processes "
+        "loaded the CPUs beyond --max-other-load.")
     p.add_argument("--images", type=int, default=64, metavar="N", help="different scenes to caption")
     p.add_argument("--steps", type=int, default=cl.STEPS, metavar="S",
                    help="decoding steps per image (<end> is unreachable: every image runs exactly S steps)")
@@ -329,19 +321,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "exporting; any other build (fp16, int8, another backend) is an extra row")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="mmedge images per batch (default: the runtime's automatic choice)")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="threads for both: torch.set_num_threads(T) and the runtime's intra-op threads")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
-    p.add_argument("--check", action="store_true", help="exit 1 if a row misses its target")
-    p.add_argument("--max-other-load", type=float, default=cl.MAX_OTHER_LOAD, metavar="CPUS",
-                   help="average CPUs other processes may keep busy during a row before the run is flagged")
-    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
-                   help="write the images (and an export, if one is made) under DIR and keep them")
+    common.add_common(
+        p, threads="threads for both: torch.set_num_threads(T) and the runtime's intra-op threads",
+        check="exit 1 if a row misses its target",
+        max_other_load="average CPUs other processes may keep busy during a row before the run is flagged",
+        keep="write the images (and an export, if one is made) under DIR and keep them")
     args = p.parse_args(argv)
-    for name in ("images", "steps", "batch_size", "threads"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    common.at_least(p, args, images=1, steps=1, batch_size=1, threads=1)
     for a in args.artifact:
         if not (a / "manifest.json").is_file():
             p.error(f"--artifact {a}: not an artifact directory (no manifest.json)")
@@ -350,23 +336,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with cl.workdir(args.keep, "caption_throughput_") as wd:
-            res = run(args, wd)
-    except TokenMismatch as e:
-        print(f"caption_throughput: FAILED: {e}", file=sys.stderr)
+    res = common.run_and_publish("caption_throughput", "", args, run, common.workdir(args.keep, "caption_throughput_"),
+                                 render, log)
+    if res is None:
         return 2
-    if args.json:  # before rendering: a long run's numbers must survive any rendering problem
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-        log(f"wrote {args.json}")
-    print(render(res))
     if res["failures"]:
         print("caption_throughput: FAILED: " + "; ".join(res["failures"]), file=sys.stderr)
         return 2
     if args.check and not res["valid"]:
-        print(f"caption_throughput: inconclusive: other processes kept {res['other_cpu_load']:.2f} CPUs busy "
-              f"(limit {args.max_other_load:.2f}); rerun on an idle machine", file=sys.stderr)
-        return 3
+        return common.inconclusive("caption_throughput", res["other_cpu_load"], args.max_other_load)
     missed = [r["name"] for r in res["rows"] if r["target_met"] is False]
     if args.check and missed:
         print(f"caption_throughput: target missed: {', '.join(missed)}", file=sys.stderr)

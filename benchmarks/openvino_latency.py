@@ -31,7 +31,6 @@ on SIGTERM/SIGHUP; a run killed with SIGKILL leaves it, and the next run removes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -42,14 +41,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import caption_latency as cl  # noqa: E402  (benchmarks/ is not a package)
+import _common as common  # noqa: E402  (benchmarks/ is not a package)
+import caption_latency as cl  # noqa: E402
+from _common import agreement  # noqa: E402,F401  (caption_targets.agreement imports it from here)
 
 import torch  # noqa: E402
 
-from mmedge.export.registry import ExportContext, export_context  # noqa: E402
 from mmedge.models import zoo  # noqa: E402
 
 TARGET_INT8 = 15.0
@@ -63,11 +63,8 @@ LABELS = {
 EXACT = ("ort_fp32", "ov_fp32")  # must give the eager tokens
 
 
-def log(msg: str) -> None:
-    print(f"[openvino_latency] {msg}", file=sys.stderr, flush=True)
-
-
-MAX_OTHER_LOAD = cl.MAX_OTHER_LOAD  # CPUs busy with other work above which ratios mislead
+log = common.logger("openvino_latency")
+MAX_OTHER_LOAD = common.MAX_OTHER_LOAD  # CPUs busy with other work above which ratios mislead
 
 
 def int8_artifact(onnx_dir: Path, out: Path, calib: Any, cache: Path, dynamic_decoder: bool = False) -> Path:
@@ -90,12 +87,6 @@ def int8_artifact(onnx_dir: Path, out: Path, calib: Any, cache: Path, dynamic_de
     return out
 
 
-def agreement(ref: list[int], got: list[int]) -> dict[str, Any]:
-    first = next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
-    same = sum(a == b for a, b in zip(ref, got))
-    return {"equal": ref == got, "first_difference": None if ref == got else first, "same_positions": same}
-
-
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from mmedge.runtime import load
 
@@ -107,11 +98,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     encoder, decoder = cl.tutorial_models(model)
     word_map = dict(model.vocab.word_map)
 
-    spec = zoo.get("captioner")
-    ctx = ExportContext(spec, cl.CONFIG, spec.config(cl.CONFIG), model, "fp32", model.vocab)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    onnx_dir, ov_dir = export_context(ctx, ["onnx", "openvino"], workdir / "artifacts", log).artifacts
+    onnx_dir, ov_dir = cl.export_fp32(model, ["onnx", "openvino"], workdir / "artifacts", log)
     times["export_onnx_and_openvino_s"] = time.perf_counter() - t0
     log(f"calibrating ({args.calib_size} shapes scenes) and quantizing with NNCF ...")
     from mmedge.calibration.data import CalibSource, gather
@@ -133,10 +122,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "ov_int8_bf16": load(int8_dir, precision="bf16", **opts),
         "ov_int8_wo": load(wo_dir, precision="f32", **opts),
     }
-    runners: dict[str, Callable[[], Any]] = {
-        "eager": lambda: cl.caption_image_beam_search(encoder, decoder, image, word_map)}
-    for name, pipe in pipes.items():
-        runners[name] = lambda pipe=pipe: cl.mmedge_caption(pipe, image)
+    runners = cl.runners(encoder, decoder, word_map, image, pipes)
 
     log("warm-up ...")
     warm = {name: fn() for name, fn in runners.items()}
@@ -148,23 +134,17 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if r.steps != cl.STEPS:
             raise RuntimeError(f"{name}: expected exactly {cl.STEPS} steps, got {r.steps}")
 
-    cpu0 = cl.cpu_snapshot()
-    runs: dict[str, list[Any]] = {name: [] for name in runners}
-    names = list(runners)
-    for i in range(args.repeat):
-        order = names[i % len(names):] + names[:i % len(names)]  # rotate who goes first
-        for name in order:
-            time.sleep(cl.PAUSE_S)
-            r = runners[name]()
-            if name in EXACT and r.tokens != ref:
-                raise cl.TokenMismatch(ref, r.tokens)
-            runs[name].append(r)
-        log(f"run {i + 1}/{args.repeat}: " + ", ".join(f"{n} {runs[n][-1].total * 1e3:,.0f} ms" for n in names))
-    load_other = cl.other_cpu_load(cpu0, cl.cpu_snapshot())
+    def same_tokens(name: str, r: Any) -> None:
+        if name in EXACT and r.tokens != ref:
+            raise cl.TokenMismatch(ref, r.tokens)
 
-    stats = {"eager": cl.summarize_runs(runs["eager"], ("preprocess", "encoder", "decoder_init", "decoding"))}
+    cpu0 = common.cpu_snapshot()
+    runs = cl.interleave(runners, args.repeat, log, same_tokens)
+    load_other = common.other_cpu_load(cpu0, common.cpu_snapshot())
+
+    stats = {"eager": common.summarize_runs(runs["eager"], cl.EAGER_STAGES)}
     for name in pipes:
-        stats[name] = cl.summarize_runs(runs[name], ("encoder", "decoder_init", "decoding", "rest"))
+        stats[name] = common.summarize_runs(runs[name], cl.MMEDGE_STAGES)
     e = stats["eager"]
     for name in pipes:
         stats[name]["speedup_median"] = e["median_s"] / stats[name]["median_s"]
@@ -223,7 +203,7 @@ def demo_bleu(workdir: Path, calib_size: int) -> dict[str, Any]:
 def render(res: dict[str, Any]) -> str:
     m, rows = res["machine"], res["rows"]
     e = rows["eager"]
-    ms = cl.ms
+    ms = common.ms
     lines = [
         f"## Caption latency on OpenVINO: full captioner (ResNet-101 @256, vocab {res['vocab_size']:,}), "
         f"beam {res['beam']}, {res['steps']} steps forced",
@@ -231,7 +211,7 @@ def render(res: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs / {m['physical_cores']} physical cores; "
         f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, "
         f"OpenVINO {m['openvino']} (threads: {res['machine']['threads_option'] or 'default'}).",
-        cl.load_line(res["other_cpu_load"], m["logical_cpus"], MAX_OTHER_LOAD,
+        common.load_line(res["other_cpu_load"], m["logical_cpus"], MAX_OTHER_LOAD,
                      "; the min columns are the least disturbed"),
         f"Repeats: {res['repeat']} per pipeline after 1 warm-up, interleaved. Export to ONNX + OpenVINO "
         f"{res['times']['export_onnx_and_openvino_s']:.0f} s; int8 calibration ({res['calib_size']} images) + NNCF "
@@ -276,31 +256,23 @@ def render(res: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="openvino_latency.py",
-        description="Caption latency of the FULL captioner (beam 3, 50 steps): tutorial PyTorch eager vs mmedge "
-                    "on ONNX Runtime fp32 and OpenVINO fp32 / bf16 / int8. Markdown table on stdout.",
-        epilog=f"Exit status: 0 on success; 1 with --check when OpenVINO int8 is below {TARGET_INT8:.0f}x eager; "
-               "2 when an fp32 row's tokens differ from eager's.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = common.parser(
+        "openvino_latency.py",
+        "Caption latency of the FULL captioner (beam 3, 50 steps): tutorial PyTorch eager vs mmedge "
+        "on ONNX Runtime fp32 and OpenVINO fp32 / bf16 / int8. Markdown table on stdout.",
+        f"Exit status: 0 on success; 1 with --check when OpenVINO int8 is below {TARGET_INT8:.0f}x eager; "
+        "2 when an fp32 row's tokens differ from eager's.")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="timed runs per pipeline after 1 warm-up")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch.set_num_threads(T), ONNX Runtime intra-op and OpenVINO INFERENCE_NUM_THREADS")
     p.add_argument("--calib-size", type=int, default=16, metavar="N", help="calibration images for int8")
     p.add_argument("--bleu", action="store_true",
                    help="also export the demo captioner to OpenVINO int8 and report BLEU-4 fp32 vs int8 "
                         "(needs models/weights/captioner-demo.pt)")
     p.add_argument("--calib-size-bleu", type=int, default=64, metavar="N", help="calibration images for --bleu")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
-    p.add_argument("--check", action="store_true", help=f"exit 1 if OpenVINO int8 is below {TARGET_INT8:.0f}x")
-    p.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep artifacts and image under DIR")
+    common.add_common(
+        p, threads="torch.set_num_threads(T), ONNX Runtime intra-op and OpenVINO INFERENCE_NUM_THREADS",
+        check=f"exit 1 if OpenVINO int8 is below {TARGET_INT8:.0f}x", keep="keep artifacts and image under DIR")
     args = p.parse_args(argv)
-    if args.repeat < 1:
-        p.error("--repeat must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        p.error("--threads must be >= 1")
-    if args.calib_size < 4:
-        p.error("--calib-size must be >= 4")
+    common.at_least(p, args, repeat=1, threads=1, calib_size=4)
     return args
 
 
@@ -342,7 +314,7 @@ def workdir(keep: Path | None) -> Iterator[Path]:
     exception, on Ctrl-C (SIGINT) and on SIGTERM/SIGHUP (turned into SystemExit so that the folder's
     cleanup runs); folders of runs killed with SIGKILL are removed by the next run."""
     if keep:
-        with cl.workdir(keep, WORKDIR_PREFIX) as wd:
+        with common.workdir(keep, WORKDIR_PREFIX) as wd:
             yield wd
         return
     for d in remove_stale_workdirs():
@@ -362,16 +334,10 @@ def workdir(keep: Path | None) -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with workdir(args.keep) as wd:
-            res = run(args, wd)
-    except cl.TokenMismatch as e:
-        print(f"openvino_latency: FAILED: an fp32 pipeline's tokens differ from eager: {e}", file=sys.stderr)
+    res = common.run_and_publish("openvino_latency", "an fp32 pipeline's tokens differ from eager: ", args, run,
+                                 workdir(args.keep), render, log)
+    if res is None:
         return 2
-    if args.json:  # before rendering: a long run's numbers must survive any rendering problem
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-        log(f"wrote {args.json}")
-    print(render(res))
     if args.check and not res["target_int8_met"]:
         print(f"openvino_latency: int8 speed-up {res['rows']['ov_int8']['speedup_median']:.2f}x is below "
               f"{TARGET_INT8:.0f}x", file=sys.stderr)

@@ -32,12 +32,17 @@ it. Other processes' CPU use during the timed runs is measured (/proc/stat); abo
 
 Without `--workdir` (or when it lacks the artifact) the artifact is built as caption_latency
 does (needs torch; about a minute).
+
+The baselines (`previous_preprocess`, `previous_bookkeeping` with `_previous_topk`) are kept here
+on purpose, as plain copies of the code they replaced: a reference to compare against must not
+change when the code under test does. `_previous_topk` is the same algorithm as
+runtime/decode.py's `_topk_partition`, which is why the duplicate finder pairs the two; sharing
+it would let a change to the runtime move its own baseline.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -50,19 +55,20 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from mmedge.runtime import profiler
-from mmedge.runtime.decode import beam_search
-from mmedge.runtime.image import preprocess_image, read_image
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402  (benchmarks/ is not a package; torch-free, as this script)
+
+from mmedge.runtime import profiler  # noqa: E402
+from mmedge.runtime.decode import beam_search  # noqa: E402
+from mmedge.runtime.image import preprocess_image, read_image  # noqa: E402
 
 BEAM, STEPS = 3, 50
 TARGET_REST_MS = 6.0
 TARGET_BOOKKEEPING_MS = 0.05  # per decoding step
-MAX_OTHER_LOAD = 0.25
+MAX_OTHER_LOAD = common.MAX_OTHER_LOAD
 ARTIFACT = "artifacts/captioner-full-onnx-fp32"
 
-
-def log(msg: str) -> None:
-    print(f"[overhead] {msg}", file=sys.stderr, flush=True)
+log = common.logger("overhead")
 
 
 @dataclass
@@ -339,22 +345,15 @@ def ensure_artifact(workdir: Path | None) -> tuple[Path, Path]:
     """(artifact dir, image): a caption_latency `--keep` folder, built there when missing."""
     if workdir is not None and (workdir / ARTIFACT / "manifest.json").is_file() and (workdir / "scene.png").is_file():
         return workdir / ARTIFACT, workdir / "scene.png"
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import tempfile
 
     import caption_latency as cl  # needs torch
-
-    from mmedge.export.registry import ExportContext, export_context
-    from mmedge.models import zoo
 
     wd = workdir or Path(tempfile.mkdtemp(prefix="overhead_"))
     wd.mkdir(parents=True, exist_ok=True)
     log(f"building the full captioner artifact under {wd} (once) ...")
     image = cl.write_image(wd / "scene.png")
-    model, spec = cl.build_model(), zoo.get("captioner")
-    ctx = ExportContext(spec, cl.CONFIG, spec.config(cl.CONFIG), model, "fp32", model.vocab)
-    written = export_context(ctx, ["onnx"], wd / "artifacts", log)
-    return (written.artifacts if hasattr(written, "artifacts") else written)[0], image
+    return cl.export_fp32(cl.build_model(), ["onnx"], wd / "artifacts", log)[0], image
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -400,7 +399,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     book_prev.runs.clear()
 
     log(f"timing ({r} repeats each, interleaved) ...")
-    cpu0 = profiler.cpu_snapshot()
+    cpu0 = common.cpu_snapshot()
     parts: dict[str, list[float]] = {k: [] for k in ("decode", "read", "prep", "prep_prev", "book", "book_prev")}
     def decode() -> None:
         with Image.open(image) as img:
@@ -429,7 +428,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         totals.append(total)
         rests.append(total - sum(s.timing.total for s in cap.sessions.values()))
         tokens.append(res.tokens)
-    load_ = profiler.other_cpu_load(cpu0, profiler.cpu_snapshot(), min_interval=0.0)
+    load_ = common.other_cpu_load(cpu0, common.cpu_snapshot())
     if any(t != want[0].tokens for t in tokens):
         raise SystemExit("overhead.py: caption() tokens differ from the recorded run")
     return {
@@ -462,11 +461,7 @@ def _ratio(prev: Figure, now: Figure) -> str:
 def render(res: dict[str, Any]) -> str:
     m, n = res["machine"], res["steps"]
     g, u = res["session_generic"], res["session_reuse"]
-    load_ = res["other_cpu_load"]
-    load_line = ("Competing load: unknown (no /proc/stat)." if load_ is None else
-                 f"Competing load: other processes kept {load_:.2f} CPUs busy on average during the timed runs"
-                 + (f" - above the {res['max_other_load']:.2f} limit: LOADED RUN, figures inflated; rerun on an idle "
-                    "machine." if not res["valid"] else "."))
+    load_line = common.load_line(res["other_cpu_load"], None, res["max_other_load"], why="LOADED RUN, figures inflated")
     book_ok = res["book"].min <= TARGET_BOOKKEEPING_MS
     rest_ok = res["rest"].min <= TARGET_REST_MS
     lines = [
@@ -528,38 +523,30 @@ def _jsonable(x: Any) -> Any:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="overhead.py", description=__doc__.split("\n\n")[0],
-        epilog="Exit status: 0; with --check 1 when a target is missed on an idle machine, 3 when other "
-               "processes loaded the CPUs beyond --max-other-load.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = common.parser(
+        "overhead.py", __doc__.split("\n\n")[0],
+        "Exit status: 0; with --check 1 when a target is missed on an idle machine, 3 when other "
+        "processes loaded the CPUs beyond --max-other-load.")
     p.add_argument("--workdir", type=Path, default=None, metavar="DIR",
                    help="a caption_latency.py --keep folder (artifacts/ and scene.png); built there when missing")
     p.add_argument("--backend", default=None, help="runtime backend (default: the artifact's, onnxruntime)")
     p.add_argument("--repeat", type=int, default=30, metavar="N", help="timed repeats per part")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="the backend's intra-op threads (load(..., threads=T)); 1 leaves no worker thread "
-                        "spinning beside the Python work between calls (default: the backend's)")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
-    p.add_argument("--check", action="store_true", help="exit 1 if a target is missed (3 if the run was loaded)")
-    p.add_argument("--max-other-load", type=float, default=MAX_OTHER_LOAD, metavar="CPUS",
-                   help="CPUs other processes may keep busy before the run is flagged as loaded")
+    common.add_common(
+        p, threads="the backend's intra-op threads (load(..., threads=T)); 1 leaves no worker thread "
+                   "spinning beside the Python work between calls (default: the backend's)",
+        check="exit 1 if a target is missed (3 if the run was loaded)",
+        max_other_load="CPUs other processes may keep busy before the run is flagged as loaded")
     args = p.parse_args(argv)
-    if args.repeat < 1:
-        p.error("--repeat must be >= 1")
+    common.at_least(p, args, repeat=1)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     res = measure(args)
-    print(render(res))
-    if args.json:
-        args.json.write_text(json.dumps(_jsonable(res), indent=2) + "\n")
-        log(f"wrote {args.json}")
+    common.publish(res, render, args.json, log, _jsonable)
     if args.check and not res["valid"]:
-        print(f"overhead: inconclusive: other processes kept {res['other_cpu_load']:.2f} CPUs busy", file=sys.stderr)
-        return 3
+        return common.inconclusive("overhead", res["other_cpu_load"])
     if args.check and (res["rest"].min > TARGET_REST_MS or res["book"].min > TARGET_BOOKKEEPING_MS):
         return 1
     return 0

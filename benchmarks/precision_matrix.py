@@ -37,7 +37,6 @@ are flagged as not trustworthy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -48,24 +47,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import caption_latency as cl  # noqa: E402  (benchmarks/ is not a package)
-from openvino_latency import agreement  # noqa: E402
+import _common as common  # noqa: E402  (benchmarks/ is not a package)
+import caption_latency as cl  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mmedge.export.precision_policy import Choice, choose  # noqa: E402
-from mmedge.export.registry import ExportContext, export_context  # noqa: E402
 from mmedge.models import zoo  # noqa: E402
 from mmedge.runtime.cpu_features import detect  # noqa: E402
 from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest  # noqa: E402
 from mmedge.runtime.roles import DECODER_GRAPHS as DECODER  # noqa: E402
 
-MAX_OTHER_LOAD = cl.MAX_OTHER_LOAD
-
-
-def log(msg: str) -> None:
-    print(f"[precision_matrix] {msg}", file=sys.stderr, flush=True)
+log = common.logger("precision_matrix")
 
 
 @dataclass
@@ -85,24 +79,12 @@ class Build:
 
 
 # ===================================================================== building
-def build_model(config: str) -> Any:
-    """caption_latency's model (seed 0, `<end>` unreachable) at `config`."""
-    if config == cl.CONFIG:
-        return cl.build_model()
-    model = zoo.get("captioner").create(config, seed=0)  # caption_latency.build_model, for another config
-    with torch.no_grad():
-        model.decoder.fc.bias[model.vocab.end] = -1e4
-    return model
-
-
 def fp32_artifacts(model: Any, config: str, onnx: Path | None, out: Path) -> tuple[Path, Path]:
     """(fp32 ONNX, fp32 OpenVINO): exported from `model`, or converted from the given ONNX artifact."""
     from mmedge.export.openvino import convert_onnx_artifact
 
     if onnx is None:
-        spec = zoo.get("captioner")
-        ctx = ExportContext(spec, config, spec.config(config), model, "fp32", model.vocab)
-        onnx_dir, ov_dir = export_context(ctx, ["onnx", "openvino"], out, log).artifacts
+        onnx_dir, ov_dir = cl.export_fp32(model, ["onnx", "openvino"], out, log, config)
         return onnx_dir, ov_dir
     m = read_manifest(onnx)
     if (m.model, m.config, m.format, m.precision) != ("captioner", config, "onnx", "fp32"):
@@ -239,7 +221,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(c.line())
     image = cl.write_image(workdir / "scene.png")
     log(f"building the {args.config} captioner (seed 0, <end> unreachable) ...")
-    model = build_model(args.config)
+    model = cl.build_model(args.config)
     encoder, decoder = cl.tutorial_models(model)
     word_map = dict(model.vocab.word_map)
     times: dict[str, float] = {}
@@ -254,10 +236,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     opts = {"threads": args.threads} if args.threads else {}
     pipes = {b.name: load(b.artifact, **b.options, **opts) for b in rows}
-    runners: dict[str, Callable[[], Any]] = {
-        "eager": lambda: cl.caption_image_beam_search(encoder, decoder, image, word_map)}
-    for name, pipe in pipes.items():
-        runners[name] = lambda pipe=pipe: cl.mmedge_caption(pipe, image)
+    runners = cl.runners(encoder, decoder, word_map, image, pipes)
     log("warm-up (one caption each) ...")
     warm = {name: fn() for name, fn in runners.items()}
     ref = warm["onnx_fp32"].tokens
@@ -265,17 +244,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.config == cl.CONFIG and not exact_eager:  # same weights, same 256x256 preprocessing: must agree
         raise cl.TokenMismatch(warm["eager"].tokens, ref)
 
-    cpu0 = cl.cpu_snapshot()
+    cpu0 = common.cpu_snapshot()
     log(f"timing the graphs alone ({args.op_repeat} runs each) ...")
     graph = {name: graph_times(pipe, image, args.op_repeat) for name, pipe in pipes.items()}
-    runs: dict[str, list[Any]] = {name: [] for name in runners}
-    names = list(runners)
-    for i in range(args.repeat):
-        for name in names[i % len(names):] + names[:i % len(names)]:  # rotate who goes first
-            time.sleep(cl.PAUSE_S)
-            runs[name].append(runners[name]())
-        log(f"run {i + 1}/{args.repeat}: " + ", ".join(f"{n} {runs[n][-1].total * 1e3:,.0f}" for n in names) + " ms")
-    load_other = cl.other_cpu_load(cpu0, cl.cpu_snapshot())
+    runs = cl.interleave(runners, args.repeat, log)
+    load_other = common.other_cpu_load(cpu0, common.cpu_snapshot())
 
     eager_s = statistics.median(r.total for r in runs["eager"])
     fp32_s = statistics.median(r.total for r in runs["onnx_fp32"])
@@ -287,7 +260,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       "e2e_min_ms": 1e3 * min(r.total for r in runs[b.name]),
                       "per_step_ms": 1e3 * statistics.median(r.decoding / r.steps for r in runs[b.name]),
                       "speedup_vs_fp32": fp32_s / e2e, "speedup_vs_eager": eager_s / e2e,
-                      "tokens": agreement(ref, warm[b.name].tokens), "steps": warm[b.name].steps})
+                      "tokens": common.agreement(ref, warm[b.name].tokens), "steps": warm[b.name].steps})
     fastest = min(table, key=lambda r: r["e2e_median_ms"])["name"]
     import onnxruntime
     import openvino
@@ -324,7 +297,7 @@ def render(res: dict[str, Any]) -> str:
         f"({' '.join(m['cpu_features']['flags']) or 'no int8/bf16 matrix features'}); {m['logical_cpus']} logical "
         f"CPUs / {m['physical_cores']} cores; onnxruntime {m['onnxruntime']}, OpenVINO {m['openvino']}, "
         f"torch {m['torch']} (threads: {m['threads'] or 'default'}).",
-        cl.load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"]),
+        common.load_line(res["other_cpu_load"], m["logical_cpus"], res["max_other_load"]),
         f"Builds: fp32 export {res['times']['fp32_export_s']:.0f} s; calibration ({res['calib_size']} scenes) + "
         f"int8 builds {res['times']['calibration_and_int8_s']:.0f} s. Medians: graphs alone over "
         f"{res['op_repeat']} runs, end to end over {res['repeat']} interleaved runs.",
@@ -364,52 +337,37 @@ def render(res: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="precision_matrix.py",
-        description="Captioner builds in every precision x backend offered here (ONNX Runtime, OpenVINO: fp32, "
-                    "bf16, int8, int8 encoder with weight-only int8 or fp32 decoder), timed per graph and end to "
-                    "end against fp32 and the tutorial's eager loop, with `--precision auto`'s choice marked.",
-        epilog="Exit status: 0 on success; 2 when the fp32 build's tokens differ from eager's (config full); "
-               "3 with --check when other processes loaded the CPUs beyond --max-other-load.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = common.parser(
+        "precision_matrix.py",
+        "Captioner builds in every precision x backend offered here (ONNX Runtime, OpenVINO: fp32, "
+        "bf16, int8, int8 encoder with weight-only int8 or fp32 decoder), timed per graph and end to "
+        "end against fp32 and the tutorial's eager loop, with `--precision auto`'s choice marked.",
+        "Exit status: 0 on success; 2 when the fp32 build's tokens differ from eager's (config full); "
+        "3 with --check when other processes loaded the CPUs beyond --max-other-load.")
     p.add_argument("--config", default=cl.CONFIG, choices=zoo.get("captioner").configs,
                    help="captioner config (models/zoo.py); full is ResNet-101 @256")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="end-to-end runs per build after 1 warm-up")
     p.add_argument("--op-repeat", type=int, default=20, metavar="N", help="runs of each graph alone per build")
     p.add_argument("--calib-size", type=int, default=16, metavar="N", help="calibration scenes for int8 (>= 4)")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch threads, ONNX Runtime intra-op and OpenVINO inference threads")
     p.add_argument("--onnx", type=Path, default=None, metavar="DIR",
                    help="start from this fp32 ONNX artifact of the same model (e.g. caption_latency.py --keep's) "
                         "instead of exporting; its tokens must match the eager loop's")
-    p.add_argument("--max-other-load", type=float, default=MAX_OTHER_LOAD, metavar="CPUS",
-                   help="CPUs other processes may keep busy during the timed runs before results are flagged")
-    p.add_argument("--check", action="store_true", help="exit 3 when the machine was loaded")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
-    p.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep the artifacts under DIR")
+    common.add_common(
+        p, threads="torch threads, ONNX Runtime intra-op and OpenVINO inference threads",
+        check="exit 3 when the machine was loaded",
+        max_other_load="CPUs other processes may keep busy during the timed runs before results are flagged",
+        keep="keep the artifacts under DIR")
     args = p.parse_args(argv)
-    for name in ("repeat", "op_repeat"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.calib_size < 4:
-        p.error("--calib-size must be >= 4")
-    if args.threads is not None and args.threads < 1:
-        p.error("--threads must be >= 1")
+    common.at_least(p, args, repeat=1, op_repeat=1, calib_size=4, threads=1)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with cl.workdir(args.keep, "precision_matrix_") as wd:
-            res = run(args, wd)
-    except cl.TokenMismatch as e:
-        print(f"precision_matrix: FAILED: the fp32 build's tokens differ from eager: {e}", file=sys.stderr)
+    res = common.run_and_publish("precision_matrix", "the fp32 build's tokens differ from eager: ", args, run,
+                                 common.workdir(args.keep, "precision_matrix_"), render, log)
+    if res is None:
         return 2
-    if args.json:  # before rendering: a long run's numbers must survive a rendering problem
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-        log(f"wrote {args.json}")
-    print(render(res))
     if args.check and not res["trusted"]:
         return 3
     return 0

@@ -34,7 +34,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +41,8 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+
+import _common as common  # noqa: E402  (benchmarks/ is not a package)
 
 from mmedge.errors import MmedgeError  # noqa: E402
 from mmedge.runtime import profile_render as R  # noqa: E402
@@ -57,8 +58,7 @@ else:
     CAPTION_LATENCY_ERROR = None
 
 
-def log(msg: str) -> None:
-    print(f"[profile_backends] {msg}", file=sys.stderr, flush=True)
+log = common.logger("profile_backends")
 
 
 # ===================================================================== exports
@@ -324,11 +324,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with P.pinned(tuple(int(c) for c in args.pin.split(",")) if args.pin else None):  # the eager rows too
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            return run(args, args.keep)
-        with tempfile.TemporaryDirectory(prefix="profile_backends_") as tmp:
-            return run(args, Path(tmp))
+        with common.workdir(args.keep, "profile_backends_") as wd:
+            return run(args, wd)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import json
 import operator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,6 @@ from torch import nn
 from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, register_recipe
 from mmedge.errors import ExportError
 from mmedge.runtime.manifest import GraphEntry, Manifest
-from mmedge.runtime.roles import is_decoder
 
 SIMULATION = "int8_simulation.json"
 # element-wise functions left in float when a graph quantizes only its linear/conv layers
@@ -82,7 +82,7 @@ def reference_model(fp32_dir: Path, manifest: Manifest) -> nn.Module:
                           f"(a checkpoint); the coreml int8 recipe needs the PyTorch model: export with "
                           f"--format coreml --precision int8 and the checkpoint in one command")
     model = spec.create(manifest.config)
-    vectors = np.load(fp32_dir / manifest.extra.get("test_vectors", "test_vectors.npz"))
+    vectors = np.load(fp32_dir / manifest.extra.vectors_file)
     bad = []
     with torch.no_grad():
         for g in spec.graphs:
@@ -200,7 +200,7 @@ def quantize_coreml(req: QuantizeRequest) -> list[GraphEntry]:
     spec = zoo.get(manifest.model)
     config = getattr(model, "config", None) or spec.config(manifest.config)
     info = ModelInfo.build(spec, manifest.config, config, manifest.vocabulary)
-    vectors = np.load(fp32_dir / manifest.extra.get("test_vectors", "test_vectors.npz"))
+    vectors = np.load(fp32_dir / manifest.extra.vectors_file)
     sim: dict[str, Any] = {"method": "coremltools.optimize.torch LinearQuantizer (min/max observers, symmetric) "
                                      "-> coremltools.convert -> linear_quantize_weights",
                            "deployment_target": opts.deployment_target, "per_channel": cfg.per_channel,
@@ -214,7 +214,7 @@ def quantize_coreml(req: QuantizeRequest) -> list[GraphEntry]:
         feeds = calib.feeds.get(g.name)
         if not feeds:
             raise ExportError(f"no calibration feeds for graph {g.name!r}")
-        weights_only = opts.int8 == "weights" or (cfg.dynamic_decoder and is_decoder(g.name))
+        weights_only = opts.int8 == "weights" or (cfg.dynamic_decoder and g.hints.decoder)
         examples = {k: torch.from_numpy(vectors[f"{g.name}.{k}"]) for k in graph.inputs}
         module = graph.wrap(model)
         if weights_only:
@@ -235,7 +235,7 @@ def quantize_coreml(req: QuantizeRequest) -> list[GraphEntry]:
         set_metadata(mlmodel, info, graph, "int8", opts, takes_image(info, graph, opts))
         path = save_package(mlmodel, dest / f"{g.name}.mlpackage")
         check_package(path, opts.deployment_target)
-        entries.append(GraphEntry(g.name, f"{g.name}.mlpackage/Manifest.json", g.inputs, g.outputs))
+        entries.append(replace(g, file=f"{g.name}.mlpackage/Manifest.json"))
     if manifest.pipeline == "captioner" and any(takes_image(info, spec.graph(g.name), opts) for g in manifest.graphs):
         from mmedge.export.coreml import IMAGE_VECTORS, image_vectors
         from mmedge.export.registry import ExportContext

@@ -219,7 +219,7 @@ def gather(pipe: Pipeline, source: CalibSource) -> CalibrationSet:
             from mmedge.data import sounds
 
             seeds = sample(list(sounds.split(source.split)), source.size, source.seed, f"sounds {source.split} split")
-            min_samples = int(pipe.manifest.extra.get("min_samples", 0))
+            min_samples = pipe.manifest.extra.min_samples or 0
             items = [sounds.make_clip(s, sr, min_samples).audio for s in seeds]
             desc = f"{len(items)} generated clips ({source.split} split, seed {source.seed})"
         feeds = audio_feeds(pipe, items)

@@ -29,6 +29,7 @@ import numpy as np
 from mmedge.calibration.evaluate import EvalResult, register_evaluator
 from mmedge.data import sounds
 from mmedge.errors import InputError
+from mmedge.runtime.manifest import ManifestExtra
 
 
 @dataclass
@@ -56,7 +57,7 @@ class TorchAudioPredictor:
         self.graph = self.spec.graphs[0]
         self.preprocessing = self.spec.preprocessing(self.config)
         self.labels = self.spec.labels(self.config)
-        self.class_output = self.spec.manifest_extra(self.config).get("class_output")
+        self.class_output = ManifestExtra.from_json(self.spec.manifest_extra(self.config)).class_output
 
     def embed(self, audio: Sequence[np.ndarray] | np.ndarray) -> list[TorchAudioResult]:
         import torch

@@ -30,7 +30,7 @@ def model_min_samples(predictor: Any) -> int:
     """The shortest clip the model takes: the manifest's `min_samples` (the config's for PyTorch)."""
     if isinstance(predictor, TorchAudioPredictor):
         return int(getattr(predictor.config, "min_samples", 0) or 0)
-    return int(predictor.manifest.extra.get("min_samples", 0) or 0)
+    return int(predictor.manifest.extra.min_samples or 0)
 
 
 def resolve_conditions(conditions: Mapping[str, sound_variants.Condition] | Iterable[str]

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from mmedge.calibration.data import CalibrationSet, CalibSource, gather, preflight
-from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, Recipe, recipe
+from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, Recipe, calibration_record, recipe
 from mmedge.errors import ExportError
 from mmedge.export import registry
 from mmedge.export.artifact import atomic_dir, finish, tool_versions
 from mmedge.export.registry import ExportContext, ExportRequest, ExportResult
-from mmedge.runtime.manifest import Manifest, read_manifest
+from mmedge.runtime.manifest import TEST_VECTORS, Manifest, read_manifest
 
 if TYPE_CHECKING:  # the report module is imported where a report is built
     from mmedge.calibration.report import Int8Report
@@ -51,8 +51,7 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Log = lambda s: Non
     calib_src = req.calib or CalibSource()
     qcfg = req.quant or QuantConfig()
     recipes = {f: recipe(f) for f in req.formats}  # unknown recipe fails before any work
-    extra = ctx.spec.manifest_extra(ctx.config)
-    preflight(calib_src, ctx.spec.pipeline, ctx.spec.preprocessing(ctx.config), int(extra.get("min_samples", 0)))
+    preflight(calib_src, ctx.spec.pipeline, ctx.spec.preprocessing(ctx.config), ctx.model_extra().min_samples or 0)
     fp32_ctx = replace(ctx, precision="fp32", options=registry.EXPORTERS.get("onnx").options.select(ctx.options))
     vectors = registry.test_vectors(fp32_ctx)
     written: list[Path] = []
@@ -98,19 +97,14 @@ def _quantize(ctx: ExportContext, fmt: str, fn: Recipe, fp32: Pipeline, fp32_dir
     """Run one recipe into `tmp` and write the artifact's test vectors and manifest."""
     own = registry.own_options(ctx, registry.EXPORTERS.get(fmt))  # the format's -o options and the model
     graphs = fn(QuantizeRequest(fp32_dir, fp32.manifest, calib, tmp, qcfg, own.options, own))
-    np.savez_compressed(tmp / "test_vectors.npz", **vectors)
+    np.savez_compressed(tmp / TEST_VECTORS, **vectors)
     src = fp32.manifest
-    manifest = Manifest(
-        model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=fmt,
-        precision="int8", graphs=graphs, preprocessing=src.preprocessing,
-        model_config=src.model_config, vocabulary=src.vocabulary,
-        labels=src.labels,  # tools: the fp32 ONNX source's (onnxslim too), then the quantizer's
-        tools={**src.tools, **tool_versions("torch", "onnx", "onnxruntime")},
-        extra={**src.extra, "calibration": {
-            "data": calib.description, "digest": calib.digest, "method": qcfg.method,
-            "per_channel": qcfg.per_channel, "keep_float": list(qcfg.keep_float),
-            "dynamic_decoder": qcfg.dynamic_decoder}, **ctx.manifest_extra.get(fmt, {})},
-    )
+    # tools: the fp32 ONNX source's (onnxslim too), then the quantizer's
+    tools = {**src.tools, **tool_versions("torch", "onnx", "onnxruntime")}
+    extra = replace(src.extra, calibration=calibration_record(calib, qcfg)).merged(ctx.manifest_extra.get(fmt))
+    # the fp32 source's model description, as written (the same export); the catalog's graph hints
+    manifest = src.derive(format=fmt, precision="int8", graphs=registry.with_hints(ctx.spec, graphs), tools=tools,
+                          extra=extra)
     finish(tmp, manifest)
     return manifest
 
@@ -132,6 +126,6 @@ def _measure(fmt: str, fp32: Pipeline, tmp: Path, manifest: Manifest, dest: Path
     log("measuring int8 vs fp32 (held-out samples, task metric, speed)")
     rep = build_report(fp32, load(tmp))
     rep.fp32, rep.int8 = "fp32 (onnx)", str(dest)
-    manifest.extra["int8_report"] = rep.to_json()
+    manifest.extra.int8_report = rep.to_json()
     finish(tmp, manifest)
     return rep

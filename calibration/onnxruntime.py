@@ -17,6 +17,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -25,7 +26,6 @@ import numpy as np
 from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, cache_dir, cache_key, register_recipe
 from mmedge.errors import ExportError
 from mmedge.runtime.manifest import GraphEntry
-from mmedge.runtime.roles import is_decoder
 from mmedge.runtime.session import Feeds
 
 
@@ -106,12 +106,12 @@ def quantize_onnx_artifact(req: QuantizeRequest) -> list[GraphEntry]:
         cache_file = cache_dir(cfg) / f"ort-{cache_key(manifest.files[g.file], calib, cfg, g.name)}.json"
         out = dest / g.file
         try:
-            quantize_graph(fp32_dir / g.file, out, feeds, cfg, cache_file, is_decoder(g.name),
+            quantize_graph(fp32_dir / g.file, out, feeds, cfg, cache_file, g.hints.decoder,
                            cfg.ops_for(manifest.pipeline, g.name))
         except Exception as e:  # ORT's quantizer internals: one line naming the graph
             msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise ExportError(f"int8 quantization of graph {g.name!r} failed: {msg[:300]}") from e
-        entries.append(GraphEntry(g.name, g.file, g.inputs, g.outputs))
+        entries.append(replace(g))  # same file name, interface and hints
     return entries
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Mapping
 from mmedge.calibration.data import CalibrationSet
 from mmedge.errors import UnknownNameError
 from mmedge.registry import Registry
-from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.manifest import Calibration, GraphEntry, Manifest
 from mmedge.runtime.roles import DECODER_INIT, DECODER_QUANTIZE_OPS, DECODER_STEP
 
 if TYPE_CHECKING:  # the export context carries a PyTorch model; the recipes that need none import no torch
@@ -68,6 +68,13 @@ def cache_dir(cfg: QuantConfig) -> Path:
 def cache_key(model_sha256: str, calib: CalibrationSet, cfg: QuantConfig, graph: str) -> str:
     text = f"{model_sha256}|{calib.digest}|{cfg.method}|{cfg.percentile}|{graph}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def calibration_record(calib: CalibrationSet, cfg: QuantConfig, dynamic_decoder: bool | None = None) -> Calibration:
+    """What an int8 artifact's manifest records of its calibration (`extra.calibration`)."""
+    return Calibration(data=calib.description, digest=calib.digest, method=cfg.method, per_channel=cfg.per_channel,
+                       keep_float=list(cfg.keep_float),
+                       dynamic_decoder=cfg.dynamic_decoder if dynamic_decoder is None else dynamic_decoder)
 
 
 @dataclass(frozen=True)

@@ -34,16 +34,18 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mmedge.calibration.onnxruntime import _quiet  # one place silences ORT's quantizer logging
 from mmedge.calibration.data import CalibrationSet, CalibSource
-from mmedge.calibration.recipes import QuantConfig, QuantizeRequest, cache_dir, cache_key, register_recipe
+from mmedge.calibration.recipes import (QuantConfig, QuantizeRequest, cache_dir, cache_key, calibration_record,
+                                        register_recipe)
 from mmedge.errors import ExportError, InputError
 # The cache format and the int8-layout marker live one layer down (export/trt_cache.py), where
 # the engine builder and the Jetson packager read them; re-exported here for this recipe's callers.
-from mmedge.export.trt_cache import (CACHE_CALIBRATOR, CACHE_SUFFIX, CACHE_TRT_VERSION, CACHES_KEY,  # noqa: F401
+from mmedge.export.trt_cache import (CACHE_CALIBRATOR, CACHE_SUFFIX, CACHE_TRT_VERSION,  # noqa: F401
                                      INT8_LAYOUT, cache_scales, caches_of, format_calibration_cache,
                                      is_tensorrt_int8, read_calibration_cache, retarget_cache, scale_of,
                                      trt_version_int, trt_version_str, write_calibration_cache)
@@ -123,16 +125,14 @@ def quantize_tensorrt(fp32_dir: Path, manifest: Manifest, calib: CalibrationSet,
             msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise ExportError(f"TensorRT int8 quantization of graph {g.name!r} failed: {msg[:300]}") from e
         write_calibration_cache(ranges(cache_file), dest / f"{g.name}{CACHE_SUFFIX}")
-        entries.append(GraphEntry(g.name, out.name, g.inputs, g.outputs))
+        entries.append(replace(g, file=out.name))
     return entries
 
 
 def calibration_extra(calib: CalibrationSet, cfg: QuantConfig, entries: list[GraphEntry]) -> dict[str, Any]:
-    return {"calibration": {"data": calib.description, "digest": calib.digest, "method": cfg.method,
-                            "per_channel": cfg.per_channel, "keep_float": list(cfg.keep_float),
-                            "dynamic_decoder": False},
-            "int8_layout": INT8_LAYOUT,
-            CACHES_KEY: {e.name: f"{e.name}{CACHE_SUFFIX}" for e in entries}}
+    """The extra fields of an int8 artifact in TensorRT's layout: its calibration, the layout, the caches."""
+    return {"calibration": calibration_record(calib, cfg, dynamic_decoder=False), "int8_layout": INT8_LAYOUT,
+            "tensorrt_calibration_cache": {e.name: f"{e.name}{CACHE_SUFFIX}" for e in entries}}
 
 
 def quantize_artifact(fp32_dir: Path, dest: Path, source: CalibSource | None = None,
@@ -158,15 +158,11 @@ def quantize_artifact(fp32_dir: Path, dest: Path, source: CalibSource | None = N
     calib = gather(fp32, source)
     with atomic_dir(dest) as tmp:
         entries = quantize_tensorrt(fp32_dir, m, calib, tmp, cfg)
-        vec = m.extra.get("test_vectors", "test_vectors.npz")
+        vec = m.extra.vectors_file
         if (fp32_dir / vec).is_file():
             shutil.copyfile(fp32_dir / vec, tmp / vec)
-        manifest = Manifest(model=m.model, config=m.config, pipeline=m.pipeline, format="onnx", precision="int8",
-                            graphs=entries, preprocessing=m.preprocessing, model_config=m.model_config,
-                            vocabulary=m.vocabulary, labels=m.labels,
-                            tools=tool_versions("onnx", "onnxruntime"),
-                            extra={**m.extra, **calibration_extra(calib, cfg, entries)})
-        finish(tmp, manifest)
+        finish(tmp, m.derive(precision="int8", graphs=entries, tools=tool_versions("onnx", "onnxruntime"),
+                             extra=m.extra.merged(calibration_extra(calib, cfg, entries))))
     return dest
 
 
@@ -180,7 +176,7 @@ def tensorrt_recipe(req: QuantizeRequest) -> list[GraphEntry]:
     engines.require_gpu()  # before any quantization work
     onnx_dir = dest / engines.ONNX_DIR
     qdq = quantize_tensorrt(fp32_dir, manifest, calib, onnx_dir, cfg)
-    shapes = engines.example_shapes_from_vectors(fp32_dir / manifest.extra.get("test_vectors", "test_vectors.npz"))
+    shapes = engines.example_shapes_from_vectors(fp32_dir / manifest.extra.vectors_file)
     fp32_sources = {g.name: fp32_dir / g.file for g in manifest.graphs}
     return engines.build_artifact_engines(qdq, onnx_dir, dest, manifest, shapes, settings,
                                           fp32_sources=fp32_sources)

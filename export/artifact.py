@@ -23,7 +23,7 @@ import numpy as np
 
 from mmedge.atomic import FileLock, check_interrupted, make_folder, raise_write_error
 from mmedge.errors import ArtifactError, MmedgeError
-from mmedge.runtime.manifest import MANIFEST, Manifest, TensorSpec, hash_files
+from mmedge.runtime.manifest import Manifest, TensorSpec, write_manifest
 
 
 def _lock_of(tmp: Path) -> Path:
@@ -158,7 +158,7 @@ def add_costs(root: Path, manifest: Manifest) -> None:
     from mmedge.runtime.graph_cost import COUNTABLE, file_cost
     from mmedge.runtime.manifest import load_npz
 
-    rel = manifest.extra.get("test_vectors", "test_vectors.npz")
+    rel = manifest.extra.vectors_file
     vectors: dict[str, np.ndarray] | None = None
     manifest.costs = dict(manifest.costs)  # a copy: a derived manifest may share its base's dict
     for g in manifest.graphs:
@@ -183,7 +183,5 @@ def finish(root: Path, manifest: Manifest) -> Manifest:
     add_costs(root, manifest)
     for p in root.rglob("*"):
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    manifest.files = hash_files(root)
-    (root / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-    os.chmod(root / MANIFEST, 0o644)
+    write_manifest(root, manifest)  # hashes every file first
     return manifest

@@ -18,6 +18,7 @@ from mmedge.errors import ExportError
 from mmedge.export.coreml_tools import target_value
 from mmedge.export.registry import ExportContext
 from mmedge.models.zoo import GraphSpec, ModelSpec
+from mmedge.runtime.manifest import ManifestExtra
 from mmedge.runtime.options import Option, OptionSchema
 from mmedge.runtime.roles import DECODER_GRAPHS, DECODER_INIT  # noqa: F401 - DECODER_GRAPHS re-exported
 
@@ -154,8 +155,9 @@ class ModelInfo:
 
     @classmethod
     def build(cls, spec: ModelSpec, config_name: str, config: Any, vocabulary: dict[str, int] | None) -> "ModelInfo":
-        extra = spec.manifest_extra(config)
-        axis_min = {"samples": int(extra.get("min_samples", 1)), "frames": int(getattr(config, "min_frames", 1))}
+        min_samples = ManifestExtra.from_json(spec.manifest_extra(config)).min_samples
+        axis_min = {"samples": 1 if min_samples is None else min_samples,
+                    "frames": int(getattr(config, "min_frames", 1))}
         return cls(spec.name, config_name, spec.pipeline, spec.description, spec.preprocessing(config),
                    vocabulary, axis_min)
 

@@ -221,7 +221,7 @@ def _stage(root: Path, groups: list[_Group], options: dict[str, Any], log: Calla
                     raise ExportError(f"{rel}/{ge.file}: not compatible with TensorRT: " + "; ".join(problems[:5]))
                 notes += [f"{ge.file}: {f}" for f in found if f.severity == "note"]
         vectors = load_test_vectors(g.fp32, m)  # checked against the graphs first: no pickles, no bombs
-        examples = example_shapes_from_vectors(g.fp32 / m.extra.get("test_vectors", "test_vectors.npz"))
+        examples = example_shapes_from_vectors(g.fp32 / m.extra.vectors_file)
         graphs = {}
         for ge in m.graphs:
             shapes = profile_shapes(m.pipeline, ge, examples.get(ge.name, {}), settings, m.preprocessing, m.extra)
@@ -240,7 +240,7 @@ def _stage(root: Path, groups: list[_Group], options: dict[str, Any], log: Calla
                                       + "; ".join(problems[:5]) + " (package with --no-fp16)")
             for t in ge.inputs:
                 _shell_word(t.name, f"graph {ge.name!r}: input name")
-            dla = "1" if dla_allowed(m.pipeline, ge.name) else "0"
+            dla = "1" if dla_allowed(ge) else "0"
             vec, ints = _bench_vectors(root / "bench" / g.name, ge, vectors, shapes)
             fields = [g.name, fp32_rel, int8_rel or "-", ge.name, ge.file, lo, opt, hi, dla, vec, ints]
             for f in fields:

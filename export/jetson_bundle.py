@@ -3,7 +3,8 @@
 Nothing is extracted and nothing is held in memory but descriptors: the members' headers
 pass `mmedge.archive`'s rules (names by path component inside mmedge-jetson/, plain files
 and folders only, a total bounded by the archive's size), bundle.json is read bounded and
-validated against schemas/jetson-bundle.schema.json, then every member is hashed in chunks.
+validated against schemas/jetson-bundle.schema.json (`DESCRIPTOR`, read as every bundle
+descriptor is: mmedge.archive.Descriptor), then every member is hashed in chunks.
 """
 
 from __future__ import annotations
@@ -14,17 +15,25 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
-from mmedge.archive import (BUDGET, COUNT, OUTSIDE, SPECIAL, TWICE, Limits, Refused, Rules, chunks, read_limited,
-                            tar_member)
+from mmedge.archive import (BUDGET, COUNT, OUTSIDE, SPECIAL, TWICE, Descriptor, Limits, Refused, Rules, chunks,
+                            read_limited, tar_member)
 from mmedge.errors import ArtifactError, CheckFailedError, InputError
 from mmedge.runtime.manifest import MANIFEST, Manifest
-from mmedge.runtime.schema import MAX_JSON_BYTES, load_schema, newer_format, parse_json, path_problem, validate
+from mmedge.runtime.schema import MAX_JSON_BYTES, load_schema, parse_json, path_problem, validate
 
 BUNDLE_DIR = "mmedge-jetson"
 BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_FORMAT = "mmedge-jetson-bundle"
 BUNDLE_FORMAT_VERSION = 1
 JETSON_SCHEMA = load_schema("jetson-bundle.schema.json")
+DESCRIPTOR = Descriptor(
+    BUNDLE_MANIFEST, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION,
+    parse=lambda data, where: parse_json(data, where, ArtifactError, f"{BUNDLE_MANIFEST} is not valid JSON"),
+    validate=lambda doc, where: validate(doc, JETSON_SCHEMA, f"{where}: {BUNDLE_MANIFEST}", "bundle descriptor"),
+    missing=f"{{archive}}: no {BUNDLE_MANIFEST}; not a Jetson bundle",
+    foreign="{archive}: not a Jetson bundle this mmedge reads",
+    newer="{archive}: not a Jetson bundle this mmedge reads (format_version {version} is newer than {newest}; "
+          "upgrade mmedge)")
 LIMITS = Limits()  # honest bundles unpack to ~1-3x their size (ONNX weights barely compress)
 MAX_MEMBERS, MAX_RATIO, MAX_UNPACKED = LIMITS.members, LIMITS.ratio, LIMITS.unpacked
 
@@ -95,19 +104,6 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path, limi
         raise _refusal(path, e) from None
 
 
-def _descriptor(path: Path, data: bytes) -> dict[str, Any]:
-    where = f"{path}: {BUNDLE_MANIFEST}"
-    doc = parse_json(data, str(path), ArtifactError, f"{BUNDLE_MANIFEST} is not valid JSON")
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-        raise ArtifactError(f"{path}: not a Jetson bundle this mmedge reads")
-    version = newer_format(doc, BUNDLE_FORMAT_VERSION)
-    if version is not None:
-        raise ArtifactError(f"{path}: not a Jetson bundle this mmedge reads (format_version {version} is newer "
-                            f"than {BUNDLE_FORMAT_VERSION}; upgrade mmedge)")
-    validate(doc, JETSON_SCHEMA, where, "bundle descriptor")
-    return doc
-
-
 def verify_bundle(path: Path) -> Path:
     """Re-check a bundle: every file's sha256 against bundle.json, every artifact's manifest.
 
@@ -123,10 +119,10 @@ def verify_bundle(path: Path) -> Path:
             for rel, member in _members(path, tar):
                 sizes[rel] = member.size
                 if rel == BUNDLE_MANIFEST:
-                    doc = _descriptor(path, _read_member(tar, member, path))
+                    doc = DESCRIPTOR.read(_read_member(tar, member, path), path)
                 tar.members = []  # headers only as they come: no list of every member in memory
             if doc is None:
-                raise ArtifactError(f"{path}: no {BUNDLE_MANIFEST}; not a Jetson bundle")
+                raise DESCRIPTOR.absent(path)
             listed: dict[str, str] = doc["files"]
             missing = sorted(set(listed) - set(sizes))
             extra = sorted(set(sizes) - set(listed) - {BUNDLE_MANIFEST})

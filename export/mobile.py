@@ -50,7 +50,7 @@ import stat
 import sys
 import tempfile
 import zipfile
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -103,8 +103,16 @@ def _artifacts(paths: list[Path]) -> dict[str, dict[str, tuple[Path, Manifest]]]
     return models
 
 
+def bundle_graph(g: GraphEntry) -> dict[str, Any]:
+    """A graph of the bundle's manifest: its interface only (mobile-bundle.schema.json's graph);
+    graph hints stay in the artifact's manifest, for the exporters and recipes that read them."""
+    doc = g.to_json()
+    doc.pop("hints", None)
+    return doc
+
+
 def _vectors(root: Path, m: Manifest) -> dict[str, np.ndarray]:
-    path = root / m.extra.get("test_vectors", "test_vectors.npz")
+    path = root / m.extra.vectors_file
     if not path.is_file() and not path.is_symlink():
         raise ArtifactError(f"{path}: missing; the artifact has no test vectors to ship")
     return load_test_vectors(root, m)  # checked against the graphs: no pickles, no bombs
@@ -175,7 +183,7 @@ def _stage(models: dict[str, dict[str, tuple[Path, Manifest]]], stage: Path, typ
                     shutil.copyfile(src, onnx_src / model / f"{g.name}.onnx")
                     rel = f"android/{model}/{g.name}.ort"
                 files.setdefault(g.name, {})[platform] = rel
-                graphs.append({**asdict(GraphEntry(g.name, rel, g.inputs, g.outputs))})
+                graphs.append(bundle_graph(replace(g, file=rel)))
             entry[platform] = {"format": m.format, "precision": m.precision, "graphs": graphs}
             if platform == "ios" and (root / "image_vectors.npz").is_file():
                 entry[platform]["image_input"] = True
@@ -188,7 +196,7 @@ def _stage(models: dict[str, dict[str, tuple[Path, Manifest]]], stage: Path, typ
         entry.update({"config": m.config, "pipeline": m.pipeline, "preprocessing": f"{model}/preprocessing.json",
                       "test_vectors": f"{model}/test_vectors", "model_config": m.model_config,
                       # extra.test_vectors names the artifact's npz, which is not in the zip
-                      "extra": {k: v for k, v in m.extra.items() if k != "test_vectors"}})
+                      "extra": replace(m.extra, test_vectors=None).to_json()})
         if m.vocabulary is not None:
             (d / "vocabulary.json").write_text(json.dumps(m.vocabulary, indent=1, sort_keys=True, ensure_ascii=False)
                                                + "\n", encoding="utf-8")

@@ -208,16 +208,16 @@ def model_card(models: dict[str, dict[str, tuple[Path, Manifest]]], doc: dict[st
     for model, per in sorted(models.items()):
         m = next(iter(per.values()))[1]
         lines += [f"## {model} ({m.config})", "", f"* pipeline: {m.pipeline}"]
-        cal = m.extra.get("calibration")
+        cal = m.extra.calibration.to_json() if m.extra.calibration is not None else None
         lines.append("* training data: not recorded in the artifact's manifest (see the model's own documentation)"
-                     + (f"; int8 calibration data: {json.dumps(cal)[:300]}" if cal else ""))
+                     + (f"; int8 calibration data: {json.dumps(cal, sort_keys=True)[:300]}" if cal else ""))
         if m.vocabulary is not None:
             lines.append(f"* vocabulary: {len(m.vocabulary)} words (`{model}/vocabulary.json`, word -> id)")
         for head, info in sorted(doc[model].get("head_labels", {}).items()):
             lines.append(f"* output `{head}`: labels in `{info['file']}`"
                          + ("" if info["named"] else " (index labels: the model config names no classes for it)"))
-        rep = m.extra.get("int8_report")
-        lines.append(f"* metrics: int8 report of the export: {json.dumps(rep)[:600]}" if rep else
+        rep = m.extra.int8_report
+        lines.append(f"* metrics: int8 report of the export: {json.dumps(rep, sort_keys=True)[:600]}" if rep else
                      "* metrics: none recorded in the manifest (no evaluation was run on real data by the export)")
         for platform, (root, pm) in sorted(per.items()):
             effect = "not measured here (Core ML predictions need macOS)"

@@ -97,7 +97,7 @@ def head_labels(m: Manifest) -> dict[str, tuple[list[str], bool]]:
     """A label list per classifier head (an output `X` with `n_X` classes in the model config):
     the manifest's labels for the class output, index labels (`X_0`, ...) where the model has no names."""
     out: dict[str, tuple[list[str], bool]] = {}
-    class_output = m.extra.get("class_output")
+    class_output = m.extra.class_output
     for g in m.graphs:
         for t in g.outputs:
             n = m.model_config.get(f"n_{t.name}")
@@ -156,6 +156,6 @@ def preprocessing_doc(m: Manifest, per: dict[str, tuple[Path, Manifest]]) -> dic
     elif kind == "image_depth":
         doc["steps"] = ["image: RGB float32 in [0, 1], NCHW [1, 3, H, W]; depth: metres [1, 1, H, W]",
                         "near, far: [1] float32 metres"]
-    if m.extra.get("min_samples"):
-        doc["min_samples"] = m.extra["min_samples"]
+    if m.extra.min_samples:
+        doc["min_samples"] = m.extra.min_samples
     return doc

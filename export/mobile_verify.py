@@ -2,7 +2,8 @@
 
 The zip's entries pass `mmedge.archive`'s rules before anything is written (absolute paths,
 `..`, links and oversized archives are refused), its manifest.json is read bounded and
-validated against schemas/mobile-bundle.schema.json, every listed file is extracted
+validated against schemas/mobile-bundle.schema.json (`DESCRIPTOR`: mmedge.archive.Descriptor,
+as the Jetson bundle's), every listed file is extracted
 streamed and hashed as it is written (and nothing unlisted may be there), then the Android
 test vectors are replayed through `mmedge.runtime` (ONNX Runtime reads `.ort` files) with the
 parity criteria of `mmedge parity`, beam-search tokens included; on macOS the iOS packages too.
@@ -19,18 +20,25 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.archive import (BUDGET, COUNT, FOLDER, INFLATE, OUTSIDE, SPECIAL, TWICE, Limits, Member, Refused, Rules,
-                            chunks, read_limited, zip_member)
+from mmedge.archive import (BUDGET, COUNT, FOLDER, INFLATE, OUTSIDE, SPECIAL, TWICE, Descriptor, Limits, Member,
+                            Refused, Rules, chunks, read_limited, zip_member)
 from mmedge.errors import ArtifactError, CheckFailedError, InputError, ParityError
 from mmedge.export.mobile_vectors import read_vectors
 from mmedge.export.mobile_versions import check_ort_versions
 from mmedge.runtime.manifest import MANIFEST, Manifest, sha256_file
-from mmedge.runtime.schema import (MAX_JSON_BYTES, check_relpath, inside, load_schema, newer_format, parse_json,
-                                   path_problem, read_json, validate)
+from mmedge.runtime.schema import (MAX_JSON_BYTES, check_relpath, inside, load_schema, parse_json, path_problem,
+                                   read_json, validate)
 
 BUNDLE_FORMAT = "mmedge-mobile"
 BUNDLE_VERSION = 1
 BUNDLE_SCHEMA = load_schema("mobile-bundle.schema.json")  # the zip's manifest.json
+DESCRIPTOR = Descriptor(
+    MANIFEST, BUNDLE_FORMAT, BUNDLE_VERSION,
+    parse=lambda data, where: parse_json(data, where, ArtifactError, f"{MANIFEST} is not valid JSON"),
+    validate=lambda doc, where: validate(doc, BUNDLE_SCHEMA, f"{where}: {MANIFEST}", "bundle manifest"),
+    missing=f"{{archive}}: no {MANIFEST}; not an mmedge mobile bundle",
+    foreign=f"{{archive}}: {MANIFEST} is not an mmedge mobile bundle manifest",
+    newer="{archive}: bundle format_version {version} is newer than this mmedge reads ({newest}); upgrade mmedge")
 LIMITS = Limits()  # honest bundles unpack to ~1-3x their size; one deflated member to at most ~1032x
 MAX_ENTRIES, MAX_UNPACKED = LIMITS.members, LIMITS.unpacked
 MAX_RATIO = LIMITS.ratio  # a whole zip: unpacked bytes per archive byte (+ 64 MiB)
@@ -89,24 +97,16 @@ def read_descriptor(z: zipfile.ZipFile, infos: list[zipfile.ZipInfo], bundle: Pa
     """The bundle's manifest.json, first and bounded, validated against schemas/mobile-bundle.schema.json."""
     info = next((i for i in infos if i.filename == MANIFEST), None)
     if info is None:
-        raise ArtifactError(f"{bundle}: no {MANIFEST}; not an mmedge mobile bundle")
-    where = f"{bundle}: {MANIFEST}"
+        raise DESCRIPTOR.absent(bundle)
     if info.file_size > MAX_JSON_BYTES:
-        raise ArtifactError(f"{where}: {info.file_size} bytes, over the {MAX_JSON_BYTES >> 20} MiB limit")
+        raise ArtifactError(f"{bundle}: {MANIFEST}: {info.file_size} bytes, over the {MAX_JSON_BYTES >> 20} MiB "
+                            f"limit")
     try:
         with z.open(info) as f:
             data = read_limited(f, MAX_JSON_BYTES, zip_member(info))
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, Refused) as e:
         raise ArtifactError(f"{bundle}: {MANIFEST}: corrupt in the zip ({e})") from None
-    doc = parse_json(data, str(bundle), ArtifactError, f"{MANIFEST} is not valid JSON")
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-        raise ArtifactError(f"{bundle}: {MANIFEST} is not an mmedge mobile bundle manifest")
-    version = newer_format(doc, BUNDLE_VERSION)
-    if version is not None:
-        raise ArtifactError(f"{bundle}: bundle format_version {version} is newer than this mmedge reads "
-                            f"({BUNDLE_VERSION}); upgrade mmedge")
-    validate(doc, BUNDLE_SCHEMA, where, "bundle manifest")
-    return doc
+    return DESCRIPTOR.read(data, bundle)
 
 
 def extract(bundle: Path, dest: Path) -> dict[str, Any]:
@@ -148,14 +148,13 @@ def extract(bundle: Path, dest: Path) -> dict[str, Any]:
 
 
 def check_files(root: Path, bundle: Path) -> dict[str, Any]:
-    """An extracted bundle's manifest: sha256 of every file, and no unlisted file."""
+    """An extracted bundle's manifest (checked as in the zip: format, version, schema), the sha256
+    of every file, and no unlisted file."""
     path = root / MANIFEST
     if not path.is_file():
-        raise ArtifactError(f"{bundle}: no {MANIFEST}; not an mmedge mobile bundle")
-    doc = read_json(path, "bundle manifest", ArtifactError, "is not valid JSON", follow_links=False)
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-        raise ArtifactError(f"{bundle}: {MANIFEST} is not an mmedge mobile bundle manifest")
-    validate(doc, BUNDLE_SCHEMA, f"{bundle}: {MANIFEST}", "bundle manifest")
+        raise DESCRIPTOR.absent(bundle)
+    doc = DESCRIPTOR.check(read_json(path, "bundle manifest", ArtifactError, "is not valid JSON", follow_links=False),
+                           bundle)
     files = doc["files"]
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()} - {MANIFEST}
     for rel, digest in sorted(files.items()):

@@ -1,8 +1,8 @@
 """ONNX export: one `.onnx` file per graph, checked, optionally slimmed.
 
 Uses the TorchScript-based exporter (`dynamo=False`): with the captioner's
-matrix pooling it exports every model, it is ~10x faster than the dynamo
-exporter here, and its output is byte-identical from run to run (the dynamo
+matrix pooling it exports every model, it is much faster than the dynamo
+exporter, and its output is byte-identical from run to run (the dynamo
 exporter's is not), which the artifact hashes rely on. `--option exporter=dynamo`
 selects the other one.
 """

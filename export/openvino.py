@@ -25,6 +25,7 @@ import re
 import shutil
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -156,7 +157,7 @@ def convert_onnx_graphs(onnx_dir: Path, manifest: Manifest, dest: Path, precisio
             raise ExportError(f"{src}: inputs {sorted(got_in)} / outputs {sorted(got_out)} do not match its "
                               f"manifest ({want_in} / {want_out})")
         save(model, dest / f"{g.name}.xml", "fp16" if precision == "fp16" else "fp32")
-        entries.append(GraphEntry(g.name, f"{g.name}.xml", g.inputs, g.outputs))
+        entries.append(replace(g, file=f"{g.name}.xml"))
     return entries
 
 
@@ -178,18 +179,14 @@ def convert_onnx_artifact(onnx_dir: str | Path, out: str | Path, precision: str 
                           f"(only fp32 -> fp16, or keep the precision)")
     with atomic_dir(out) as tmp:
         graphs = convert_onnx_graphs(onnx_dir, src, tmp, precision)
-        vectors = src.extra.get("test_vectors")
+        vectors = src.extra.test_vectors
         if vectors and (onnx_dir / vectors).is_file():
             shutil.copyfile(onnx_dir / vectors, tmp / vectors)
-        manifest = Manifest(
-            model=src.model, config=src.config, pipeline=src.pipeline, format="openvino", precision=precision,
-            graphs=graphs, preprocessing=src.preprocessing, model_config=src.model_config,
-            vocabulary=src.vocabulary, labels=src.labels,
-            tools={**src.tools, **tool_versions("openvino")},
-            extra={**src.extra, "converted_from": {"format": "onnx", "artifact": onnx_dir.name,
-                                                   "files": {g.file: src.files[g.file] for g in src.graphs}}},
-        )
-        finish(tmp, manifest)
+        converted_from = {"format": "onnx", "artifact": onnx_dir.name,
+                          "files": {g.file: src.files[g.file] for g in src.graphs}}
+        finish(tmp, src.derive(format="openvino", precision=precision, graphs=graphs,
+                               tools={**src.tools, **tool_versions("openvino")},
+                               extra=replace(src.extra, converted_from=converted_from)))
     return out
 
 
@@ -202,7 +199,7 @@ def _from_onnx_option(ctx: ExportContext, onnx_dir: Path, dest: Path) -> list[Gr
                           f"artifact of {ctx.spec.name!r}")
     if src.precision != "fp32":
         raise ExportError(f"from_onnx={onnx_dir}: is {src.precision}; use convert_onnx_artifact() for it")
-    theirs = np.load(onnx_dir / src.extra.get("test_vectors", "test_vectors.npz"))
+    theirs = np.load(onnx_dir / src.extra.vectors_file)
     ours = test_vectors(ctx)
     same = set(theirs.files) == set(ours) and all(
         theirs[k].shape == ours[k].shape and np.allclose(theirs[k], ours[k], rtol=1e-5, atol=1e-6) for k in ours)

@@ -12,16 +12,18 @@ where they measured faster. The small demo/tiny models run slower in int8 (measu
 Core ML and TensorRT run on the device the artifact ships to (Apple Neural Engine/GPU, NVIDIA
 GPU), not on the exporting CPU: their rows do not depend on the family.
 
-The table is data; `choose()` reads it, `auto_requests()` turns one `--precision auto` export
-request into one request per distinct mix (formats sharing a mix are exported together, so an
-int8 group calibrates once), each recording its choice in the manifest (`extra.precision_policy`).
+The table is data (`CAPTIONER_ROWS`: one row per mix and reason, covering one or more families
+and formats; `table()` indexes it and refuses a cell two rows claim); `choose()` reads it,
+`auto_requests()` turns one `--precision auto` export request into one request per distinct mix
+(formats sharing a mix are exported together, so an int8 group calibrates once), each recording
+its choice in the manifest (`extra.precision_policy`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from mmedge.errors import InputError
 from mmedge.runtime.cpu_features import CpuFeatures
@@ -85,83 +87,90 @@ class Choice:
 
 
 # ----------------------------------------------------------------------------- the table
-_ORT_INT8 = ("int8", "int8", "int8")  # static QDQ: uint8 activations, int8 per-channel weights; decoder: linear layers
-_OV_INT8_WO = ("int8", "int8", "int8-weights")  # NNCF int8 encoder, nncf.compress_weights decoder
-_FP32 = ("fp32", "fp32", "fp32")
+Mix = Tuple[str, str, Optional[str]]  # --precision, the encoder's graphs, the decoder's (typing: a runtime alias)
+_ORT_INT8: Mix = ("int8", "int8", "int8")  # static QDQ: uint8 activations, int8 per-channel weights (decoder: linear)
+_OV_INT8_WO: Mix = ("int8", "int8", "int8-weights")  # NNCF int8 encoder, nncf.compress_weights decoder
+_FP16: Mix = ("fp16", "fp16", "fp16")
+_FP32: Mix = ("fp32", "fp32", "fp32")
+_ONNX, _OV = ("onnx",), ("openvino",)
+_ARMS = ("arm64-i8mm", "arm64-dotprod", "arm64")
 
-CAPTIONER: dict[str, dict[str, Rule]] = {
-    "x86-amx": {
-        "onnx": Rule(*_ORT_INT8, "ONNX Runtime runs u8s8 QDQ int8 on AMX/VNNI kernels and has no bf16 CPU path; "
-                     "the ResNet-101 encoder measured 3.2x faster than fp32 (README, INT8 table)"),
-        "openvino": Rule(*_OV_INT8_WO, "measured fastest on an AMX Xeon: int8 encoder 4.9x f32, and end to end "
-                         "5.7x the eager loop vs 5.0x static int8, 4.2x bf16, 2.7x f32 (README, OpenVINO table)"),
-    },
-    "x86-avx512-bf16": {
-        "onnx": Rule(*_ORT_INT8, "AVX-512 VNNI: u8s8 QDQ int8 measured 2.7x faster than fp32 on ResNet-101 "
-                     "(AMD EPYC with AVX-512 BF16/VNNI); ONNX Runtime has no bf16 CPU path"),
-        "openvino": Rule(*_OV_INT8_WO, "VNNI int8 multiplies twice as fast as bf16 dot products for the encoder; "
-                         "weight-only int8 quarters the weight bytes every decoder step streams"),
-    },
-    "x86-avx512-vnni": {
-        "onnx": Rule(*_ORT_INT8, "AVX-512 VNNI: u8s8 QDQ int8 measured 2.7x faster than fp32 on ResNet-101 "
-                     "(AMD EPYC with AVX-512 VNNI)"),
-        "openvino": Rule(*_OV_INT8_WO, "VNNI int8 for the encoder; weight-only int8 quarters the weight bytes "
-                         "every decoder step streams; no bf16 on this CPU"),
-    },
-    "x86-avx2-vnni": {
-        "onnx": Rule(*_ORT_INT8, "AVX-VNNI int8 dot products: the VNNI u8s8 kernels at 256-bit width; "
-                     "expected from the AVX-512 VNNI measurement, not measured on this family"),
-        "openvino": Rule(*_OV_INT8_WO, "AVX-VNNI int8 for the encoder, weight-only int8 decoder steps; "
-                         "expected, not measured on this family"),
-    },
-    "x86-avx512": {
-        "onnx": Rule(*_ORT_INT8, "AVX-512 without VNNI: int8 through pmaddubsw sequences as on AVX2, where "
-                     "it measured 2x fp32 on the encoder; expected, not measured on this family"),
-        "openvino": Rule(*_OV_INT8_WO, "oneDNN int8 without VNNI, as on AVX2; expected from the AVX2 "
-                         "measurement, not measured on this family"),
-    },
-    "x86-avx2": {
-        "onnx": Rule(*_ORT_INT8, "int8 without VNNI still pays on the big encoder: measured 2.0x fp32, decoder "
-                     "step 1.4x (weight-only decoder: the same within noise); AMD EPYC Zen 3, preliminary"),
-        "openvino": Rule(*_OV_INT8_WO, "measured fastest OpenVINO build: int8 encoder 2.8x f32, weight-only int8 "
-                         "decoder step 1.4x f32 and 1.2x static int8; AMD EPYC Zen 3, preliminary"),
-    },
-    "x86": {
-        "onnx": Rule(*_FP32, "no AVX2: int8 kernels fall back to SSE and do not pay"),
-        "openvino": Rule(*_FP32, "no AVX2: int8 kernels fall back to SSE and do not pay"),
-    },
-    "arm64-i8mm": {
-        "onnx": Rule(*_ORT_INT8, "int8 matrix multiply (SMMLA/UMMLA) kernels in ONNX Runtime's MLAS; "
-                     "expected, not measured on this family"),
-        "openvino": Rule("fp16", "fp16", "fp16", "OpenVINO's Arm CPU plugin computes in f16 (its default there) "
-                         "and has no int8 path on Arm; expected, not measured on this family",
-                         (("precision", "f16"),)),
-    },
-    "arm64-dotprod": {
-        "onnx": Rule(*_ORT_INT8, "int8 dot-product (SDOT/UDOT) kernels in ONNX Runtime's MLAS; "
-                     "expected, not measured on this family"),
-        "openvino": Rule("fp16", "fp16", "fp16", "OpenVINO's Arm CPU plugin computes in f16 (its default there) "
-                         "and has no int8 path on Arm; expected, not measured on this family",
-                         (("precision", "f16"),)),
-    },
-    "arm64": {
-        "onnx": Rule(*_FP32, "no int8 dot products: NEON int8 widens to int16 and gains little"),
-        "openvino": Rule("fp16", "fp16", "fp16", "OpenVINO's Arm CPU plugin computes in f16 (its default there) "
-                         "and has no int8 path on Arm; expected, not measured on this family",
-                         (("precision", "f16"),)),
-    },
-    "other": {
-        "onnx": Rule(*_FP32, "no rule for this architecture: fp32 is always right"),
-        "openvino": Rule(*_FP32, "no rule for this architecture: fp32 is always right"),
-    },
-}
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the captioner table: the CPU families and formats it covers, the mix, and why."""
+
+    families: tuple[str, ...]
+    formats: tuple[str, ...]
+    mix: Mix
+    reason: str
+    session: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def rule(self) -> Rule:
+        return Rule(*self.mix, self.reason, self.session)
+
+
+CAPTIONER_ROWS: tuple[Row, ...] = (
+    Row(("x86-amx",), _ONNX, _ORT_INT8, "ONNX Runtime runs u8s8 QDQ int8 on AMX/VNNI kernels and has no bf16 CPU "
+        "path; the ResNet-101 encoder measured 3.2x faster than fp32 (README, INT8 table)"),
+    Row(("x86-amx",), _OV, _OV_INT8_WO, "measured fastest on an AMX Xeon: int8 encoder 4.9x f32, and end to end "
+        "5.7x the eager loop vs 5.0x static int8, 4.2x bf16, 2.7x f32 (README, OpenVINO table)"),
+    Row(("x86-avx512-bf16",), _ONNX, _ORT_INT8, "AVX-512 VNNI: u8s8 QDQ int8 measured 2.7x faster than fp32 on "
+        "ResNet-101 (AMD EPYC with AVX-512 BF16/VNNI); ONNX Runtime has no bf16 CPU path"),
+    Row(("x86-avx512-bf16",), _OV, _OV_INT8_WO, "VNNI int8 multiplies twice as fast as bf16 dot products for the "
+        "encoder; weight-only int8 quarters the weight bytes every decoder step streams"),
+    Row(("x86-avx512-vnni",), _ONNX, _ORT_INT8, "AVX-512 VNNI: u8s8 QDQ int8 measured 2.7x faster than fp32 on "
+        "ResNet-101 (AMD EPYC with AVX-512 VNNI)"),
+    Row(("x86-avx512-vnni",), _OV, _OV_INT8_WO, "VNNI int8 for the encoder; weight-only int8 quarters the weight "
+        "bytes every decoder step streams; no bf16 on this CPU"),
+    Row(("x86-avx2-vnni",), _ONNX, _ORT_INT8, "AVX-VNNI int8 dot products: the VNNI u8s8 kernels at 256-bit width; "
+        "expected from the AVX-512 VNNI measurement, not measured on this family"),
+    Row(("x86-avx2-vnni",), _OV, _OV_INT8_WO, "AVX-VNNI int8 for the encoder, weight-only int8 decoder steps; "
+        "expected, not measured on this family"),
+    Row(("x86-avx512",), _ONNX, _ORT_INT8, "AVX-512 without VNNI: int8 through pmaddubsw sequences as on AVX2, "
+        "where it measured 2x fp32 on the encoder; expected, not measured on this family"),
+    Row(("x86-avx512",), _OV, _OV_INT8_WO, "oneDNN int8 without VNNI, as on AVX2; expected from the AVX2 "
+        "measurement, not measured on this family"),
+    Row(("x86-avx2",), _ONNX, _ORT_INT8, "int8 without VNNI still pays on the big encoder: measured 2.0x fp32, "
+        "decoder step 1.4x (weight-only decoder: the same within noise); AMD EPYC Zen 3, preliminary"),
+    Row(("x86-avx2",), _OV, _OV_INT8_WO, "measured fastest OpenVINO build: int8 encoder 2.8x f32, weight-only int8 "
+        "decoder step 1.4x f32 and 1.2x static int8; AMD EPYC Zen 3, preliminary"),
+    Row(("x86",), CPU_FORMATS, _FP32, "no AVX2: int8 kernels fall back to SSE and do not pay"),
+    Row(("arm64-i8mm",), _ONNX, _ORT_INT8, "int8 matrix multiply (SMMLA/UMMLA) kernels in ONNX Runtime's MLAS; "
+        "expected, not measured on this family"),
+    Row(("arm64-dotprod",), _ONNX, _ORT_INT8, "int8 dot-product (SDOT/UDOT) kernels in ONNX Runtime's MLAS; "
+        "expected, not measured on this family"),
+    Row(("arm64",), _ONNX, _FP32, "no int8 dot products: NEON int8 widens to int16 and gains little"),
+    Row(_ARMS, _OV, _FP16, "OpenVINO's Arm CPU plugin computes in f16 (its default there) and has no int8 path on "
+        "Arm; expected, not measured on this family", (("precision", "f16"),)),
+    Row(("other",), CPU_FORMATS, _FP32, "no rule for this architecture: fp32 is always right"),
+)
+
+
+def table(rows: tuple[Row, ...]) -> dict[str, dict[str, Rule]]:
+    """family -> format -> Rule, each (family, format) from exactly one row (families in the order
+    the rows name them, formats as CPU_FORMATS lists them)."""
+    cells: dict[tuple[str, str], Rule] = {}
+    for row in rows:
+        for family in row.families:
+            for fmt in row.formats:
+                if (family, fmt) in cells:
+                    raise ValueError(f"precision policy: two rows for {family} / {fmt}")
+                cells[family, fmt] = row.rule
+    families = dict.fromkeys(family for family, _ in cells)
+    return {family: {fmt: cells[family, fmt] for fmt in CPU_FORMATS if (family, fmt) in cells}
+            for family in families}
+
+
+CAPTIONER: dict[str, dict[str, Rule]] = table(CAPTIONER_ROWS)
 # OpenVINO on Arm cores without fp16 arithmetic (Cortex-A72 and older)
 ARM_NO_FP16 = Rule(*_FP32, "no fp16 arithmetic (asimdhp) on this Arm CPU and no int8 path in OpenVINO on Arm")
 
 DEVICE: dict[str, Rule] = {
-    "coreml": Rule("fp16", "fp16", "fp16", "Core ML runs on the Apple Neural Engine/GPU in fp16 whatever CPU "
+    "coreml": Rule(*_FP16, "Core ML runs on the Apple Neural Engine/GPU in fp16 whatever CPU "
                    "exports it; int8 only with --precision int8 after checking the task metric"),
-    "tensorrt": Rule("fp16", "fp16", "fp16", "every TensorRT GPU (Jetson's too) runs fp16 tensor cores without "
+    "tensorrt": Rule(*_FP16, "every TensorRT GPU (Jetson's too) runs fp16 tensor cores without "
                      "calibration; int8 (and DLA) only with --precision int8 after checking the task metric"),
 }
 

@@ -13,9 +13,9 @@ and, for int8, accuracy reports).
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from mmedge.errors import ExportError, InputError, MissingDependencyError, Unkno
 from mmedge.export.artifact import atomic_dir, config_dict, finish, tool_versions
 from mmedge.models import zoo
 from mmedge.registry import Registry
-from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.manifest import TEST_VECTORS, GraphEntry, Manifest, ManifestExtra
 from mmedge.runtime.options import OptionSchema
 from mmedge.runtime.roles import ENCODER
 from mmedge.runtime.vocab import Vocabulary
@@ -48,7 +48,12 @@ class ExportContext:
     precision: str
     vocab: Vocabulary | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    manifest_extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> extra manifest fields
+    # format -> fields of the manifest's extra for that format's artifact (a ManifestExtra or its JSON)
+    manifest_extra: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def model_extra(self) -> ManifestExtra:
+        """The extra fields the model's runtime needs (class output, shortest input), typed."""
+        return ManifestExtra.from_json(self.spec.manifest_extra(self.config))
 
     def examples(self, graph: zoo.GraphSpec, batch: int = EXAMPLE_BATCH, seed: int = SEED) -> dict[str, torch.Tensor]:
         import torch
@@ -109,8 +114,6 @@ def parse_options(names: list[str], pairs: list[str]) -> dict[str, Any]:
 
 def own_options(ctx: ExportContext, info: ExporterInfo) -> ExportContext:
     """The context an exporter gets: only the options it declares (the dict is shared by the formats)."""
-    from dataclasses import replace
-
     return replace(ctx, options=info.options.select(ctx.options))
 
 
@@ -145,7 +148,7 @@ class ExportRequest:
     calib: Any = None  # calibration.data.CalibSource (int8)
     quant: Any = None  # calibration.recipes.QuantConfig (int8)
     report: bool = True  # int8: build the accuracy report
-    manifest_extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> extra (--precision auto)
+    manifest_extra: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # format -> extra (--precision auto)
 
 
 def build_context(req: ExportRequest) -> ExportContext:
@@ -171,6 +174,27 @@ def build_context(req: ExportRequest) -> ExportContext:
 
 def artifact_name(ctx: ExportContext, fmt: str) -> str:
     return f"{ctx.spec.name}-{ctx.config_name}-{fmt}-{ctx.precision}"
+
+
+def with_hints(spec: zoo.ModelSpec, graphs: list[GraphEntry]) -> list[GraphEntry]:
+    """The graphs with the hints the model catalog gives them (what the manifest records)."""
+    hints = {g.name: g.hints for g in spec.graphs}
+    return [replace(g, hints=hints.get(g.name, g.hints)) for g in graphs]
+
+
+def build_manifest(ctx: ExportContext, fmt: str, graphs: list[GraphEntry], tools: dict[str, str] | None = None,
+                   extra: ManifestExtra | None = None) -> Manifest:
+    """The manifest of `ctx`'s model exported to `fmt`: the one place an export describes its model
+    (fp32/fp16 artifacts here, and the TensorRT exporter's build settings; int8 artifacts derive
+    theirs from the fp32 one). `extra` defaults to the model's own fields and the test vectors; the
+    format's section of `ctx.manifest_extra` goes over it; graphs get the catalog's hints."""
+    if extra is None:
+        extra = ctx.model_extra().merged({"test_vectors": TEST_VECTORS})
+    return Manifest(
+        model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=fmt,
+        precision=ctx.precision, graphs=with_hints(ctx.spec, graphs), preprocessing=ctx.spec.preprocessing(ctx.config),
+        model_config=config_dict(ctx.config), vocabulary=dict(ctx.vocab.word_map) if ctx.vocab is not None else None,
+        labels=ctx.spec.labels(ctx.config), tools=dict(tools or {}), extra=extra.merged(ctx.manifest_extra.get(fmt)))
 
 
 def test_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
@@ -262,16 +286,8 @@ def export_context(ctx: ExportContext, names: list[str], out: Path,
         with atomic_dir(dest) as tmp:
             graphs = info.fn(own_options(ctx, info), tmp)
             check_target(ctx, info.name, tmp, graphs, log)
-            np.savez_compressed(tmp / "test_vectors.npz", **vectors)
-            manifest = Manifest(
-                model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format=info.name,
-                precision=ctx.precision, graphs=graphs, preprocessing=ctx.spec.preprocessing(ctx.config),
-                model_config=config_dict(ctx.config),
-                vocabulary=dict(ctx.vocab.word_map) if ctx.vocab is not None else None,
-                labels=ctx.spec.labels(ctx.config), tools=tool_versions("torch", *info.packages, *rewriters(info.name)),
-                extra={**ctx.spec.manifest_extra(ctx.config), "test_vectors": "test_vectors.npz",
-                       **ctx.manifest_extra.get(info.name, {})},
-            )
-            finish(tmp, manifest)
+            np.savez_compressed(tmp / TEST_VECTORS, **vectors)
+            tools = tool_versions("torch", *info.packages, *rewriters(info.name))
+            finish(tmp, build_manifest(ctx, info.name, graphs, tools))
         written.append(dest)
     return ExportResult(written)

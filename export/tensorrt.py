@@ -39,13 +39,12 @@ import numpy as np
 from mmedge.atomic import write_atomic
 from mmedge.errors import ExportError, MmedgeError
 from mmedge.export.onnx import OPTIONS as ONNX_OPTIONS
-from mmedge.export.registry import ExportContext, register_exporter
+from mmedge.export.registry import ExportContext, build_manifest, register_exporter
 from mmedge.export.trt_cache import CACHE_SUFFIX, retarget_cache
 from mmedge.runtime.backends.tensorrt import (ENGINE_EXT, RECORD, GpuInfo, gpu_info, import_tensorrt,
                                               version_tuple)
-from mmedge.runtime.manifest import GraphEntry, Manifest
+from mmedge.runtime.manifest import GraphEntry, Manifest, ManifestExtra
 from mmedge.runtime.options import Option, OptionSchema
-from mmedge.runtime.roles import DECODER_STEP, is_decoder
 
 ONNX_DIR = "onnx"
 DEFAULT_WORKSPACE_MIB = 1024
@@ -206,10 +205,10 @@ def example_shapes_from_vectors(npz: Path) -> dict[str, dict[str, tuple[int, ...
 
 
 def _axis_default(axis: str, example: int, pipeline: str, preprocessing: Mapping[str, Any],
-                  extra: Mapping[str, Any]) -> Range:
+                  extra: ManifestExtra) -> Range:
     """min/opt/max of a non-batch dynamic axis: opt is the example's size."""
     sr = int(preprocessing.get("sample_rate", 0) or 0)
-    min_samples = int(extra.get("min_samples", 0) or 0)
+    min_samples = extra.min_samples or 0
     if axis == "samples":
         lo = max(1, min_samples)
         opt = max(example, lo)
@@ -229,15 +228,18 @@ def _axis_default(axis: str, example: int, pipeline: str, preprocessing: Mapping
 
 
 def profile_shapes(pipeline: str, graph: GraphEntry, example: Mapping[str, tuple[int, ...]], s: BuildSettings,
-                   preprocessing: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Shapes:
+                   preprocessing: Mapping[str, Any] | None = None,
+                   extra: ManifestExtra | Mapping[str, Any] | None = None) -> Shapes:
     """input -> (min, opt, max) shapes of the engine's optimization profile.
 
-    `batch` axes take --option batch; the captioner's decoder_step, whose rows are images x
-    beams, takes batch x beam. Other dynamic axes take --option profile.AXIS or a default
-    around the example's size. With DLA (no dynamic shapes there) min = max = opt.
+    `batch` axes take --option batch; a decoding step graph (hints.step: the captioner's
+    decoder_step), whose rows are images x beams, takes batch x beam. Other dynamic axes take
+    --option profile.AXIS or a default around the example's size (an audio input's from the
+    manifest's extra.min_samples). With DLA (no dynamic shapes there) min = max = opt.
     """
-    preprocessing, extra = preprocessing or {}, extra or {}
-    rows = pipeline == "captioner" and graph.name == DECODER_STEP
+    preprocessing = preprocessing or {}
+    extra = extra if isinstance(extra, ManifestExtra) else ManifestExtra.from_json(extra or {})
+    rows = graph.hints.step
     out: Shapes = {}
     for t in graph.inputs:
         if t.name not in example:
@@ -414,7 +416,7 @@ def build_artifact_engines(entries: list[GraphEntry], onnx_dir: Path, dest: Path
     graphs, out = {}, []
     for e in entries:
         gs = s
-        if s.dla_core is not None and not dla_allowed(manifest.pipeline, e.name):
+        if s.dla_core is not None and not dla_allowed(e):
             gs = replace(s, dla_core=None)
             log(f"{e.name}: built for the GPU, not DLA (its rows change at every beam-search step; DLA needs "
                 f"static shapes)")
@@ -436,7 +438,7 @@ def build_artifact_engines(entries: list[GraphEntry], onnx_dir: Path, dest: Path
         engine = dest / f"{e.name}{ENGINE_EXT}"
         graphs[e.name] = {**build_engine(src, engine, shapes, gs, plan, calib_cache, timing, log),
                           "dla_core": gs.dla_core if plan.dla else None}
-        out.append(GraphEntry(e.name, engine.name, e.inputs, e.outputs))
+        out.append(replace(e, file=engine.name))
     on_dla = any(g["dla_core"] is not None for g in graphs.values())
     record = {"tensorrt": trt.__version__, "built_with": "python", "precision": s.precision,
               "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability},
@@ -448,9 +450,9 @@ def build_artifact_engines(entries: list[GraphEntry], onnx_dir: Path, dest: Path
     return out
 
 
-def dla_allowed(pipeline: str, graph: str) -> bool:
-    """DLA takes static shapes only: not the captioner's decoder graphs, whose rows change every step."""
-    return not (pipeline == "captioner" and is_decoder(graph))
+def dla_allowed(graph: GraphEntry) -> bool:
+    """DLA takes static shapes only: not decoder graphs (hints.decoder), whose rows change every step."""
+    return not graph.hints.decoder
 
 
 @register_exporter("tensorrt", packages=("tensorrt",), extra="tensorrt", precisions=("fp32", "fp16", "int8"),
@@ -474,7 +476,5 @@ def export_tensorrt(ctx: ExportContext, dest: Path) -> list[GraphEntry]:
             raise ExportError(f"{entry.file}: not compatible with TensorRT: " + "; ".join(problems[:5]))
         entries.append(entry)
         examples[g.name] = {k: tuple(v.shape) for k, v in ctx.examples(g).items()}
-    manifest = Manifest(model=ctx.spec.name, config=ctx.config_name, pipeline=ctx.spec.pipeline, format="tensorrt",
-                        precision=ctx.precision, graphs=entries, preprocessing=ctx.spec.preprocessing(ctx.config),
-                        extra=ctx.spec.manifest_extra(ctx.config))
-    return build_artifact_engines(entries, onnx_dir, dest, manifest, examples, settings)
+    manifest = build_manifest(ctx, "tensorrt", entries)  # what the registry will write; hints on its graphs
+    return build_artifact_engines(manifest.graphs, onnx_dir, dest, manifest, examples, settings)

@@ -23,6 +23,7 @@ import numpy as np
 from mmedge.atomic import write_atomic
 from mmedge.errors import ArtifactError, ExportError, InputError
 from mmedge.runtime.manifest import Manifest, read_manifest
+from mmedge.runtime.manifest_sections import INT8_LAYOUT_TENSORRT
 
 # The calibrator `trtexec --calib` reads the cache with (its internal calibrator is an
 # IInt8EntropyCalibrator2): a header naming another algorithm makes TensorRT recalibrate
@@ -33,8 +34,7 @@ CACHE_CALIBRATOR = "EntropyCalibration2"
 # version, so build_engines.sh writes a copy with the board's version before using it.
 CACHE_TRT_VERSION = "8.5.2"  # JetPack 5.1
 CACHE_SUFFIX = ".calib"
-INT8_LAYOUT = "tensorrt"  # manifest extra["int8_layout"] of int8 artifacts in TensorRT's Q/DQ layout
-CACHES_KEY = "tensorrt_calibration_cache"  # manifest extra[CACHES_KEY]: graph -> cache file
+INT8_LAYOUT = INT8_LAYOUT_TENSORRT  # the manifest's extra.int8_layout of int8 artifacts in TensorRT's Q/DQ layout
 
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 _LINE = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
@@ -119,7 +119,7 @@ def retarget_cache(src: Path, dst: Path, version: str) -> Path:
 # ------------------------------------------------------------------ int8 artifacts that carry caches
 def is_tensorrt_int8(manifest: Manifest) -> bool:
     """An int8 artifact in TensorRT's Q/DQ layout, with a calibration cache per graph."""
-    return manifest.precision == "int8" and manifest.extra.get("int8_layout") == INT8_LAYOUT
+    return manifest.precision == "int8" and manifest.extra.int8_layout == INT8_LAYOUT
 
 
 def caches_of(artifact_dir: Path) -> dict[str, Path]:
@@ -127,4 +127,4 @@ def caches_of(artifact_dir: Path) -> dict[str, Path]:
     m = read_manifest(artifact_dir)
     if not is_tensorrt_int8(m):
         raise ArtifactError(f"{artifact_dir}: not an int8 artifact in TensorRT's layout")
-    return {g: Path(artifact_dir) / f for g, f in m.extra.get(CACHES_KEY, {}).items()}
+    return {g: Path(artifact_dir) / f for g, f in (m.extra.tensorrt_calibration_cache or {}).items()}

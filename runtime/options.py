@@ -1,4 +1,4 @@
-"""Typed options: one schema per backend (`-O KEY=VALUE`) and per exporter (`-o KEY=VALUE`).
+"""Typed options: one schema per backend (`-O KEY=VALUE`) and per exporter (`-x KEY=VALUE`).
 
 Every option a backend session or an exporter takes is declared once, as an
 `Option` in its owner's `OptionSchema` (backends: `BackendInfo.options` in
@@ -9,7 +9,8 @@ checks, what `--help` and the README's Options table show. Nothing else parses
 
 - `parse(["threads=2"])`: command-line pairs. Integers are ASCII decimal digits
   (`str.isdigit` would take '²'), booleans true/false/1/0/yes/no/on/off,
-  floats finite, choices case-insensitive, lists comma-separated.
+  floats finite, choices case-insensitive (with their other spellings: `aliases`), lists
+  comma-separated.
 - `validate({"threads": 2})`: Python values. Types are checked (a bool is not an
   integer, a float is not an integer); a `str` is read as on the command line.
 
@@ -43,6 +44,9 @@ class Option:
 
     `type` is int, float, bool, str or list (comma-separated items of type `item`).
     `choices` (str options): the valid values, matched case-insensitively.
+    `aliases`: other spellings of a choice, as (spelling, choice) pairs, read as that choice and
+    listed before it in help: one name for a thing across mmedge (precision `fp32` everywhere,
+    also where the backend's own word, OpenVINO's `f32`, is the value the session gets).
     `minimum`/`maximum`: bounds of a number (of each item of a list).
     `parse`: a custom reader for values the types above do not cover; it gets the
     text (or the Python value), returns the value, raises ValueError or TypeError
@@ -60,9 +64,22 @@ class Option:
     maximum: float | None = None
     parse: Callable[[Any], Any] | None = field(default=None, compare=False)
     item: type = str
+    aliases: tuple[tuple[str, str], ...] = ()
     expects: str = ""
     metavar: str = ""
     prefix: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [c for _, c in self.aliases if c not in (self.choices or ())]
+        if unknown:
+            raise ValueError(f"option {self.name!r}: aliases of {unknown}, which are not among its choices")
+
+    def spellings(self) -> tuple[str, ...]:
+        """Every accepted choice spelling, each choice after its aliases (fp32, f32, bf16, fp16, f16)."""
+        out: list[str] = []
+        for c in self.choices or ():
+            out += [a for a, target in self.aliases if target == c] + [c]
+        return tuple(out)
 
     def matches(self, key: str) -> bool:
         if not self.prefix:
@@ -76,7 +93,7 @@ class Option:
         if self.expects:
             return self.expects
         if self.choices:
-            return "one of " + ", ".join(self.choices)
+            return "one of " + ", ".join(self.spellings())
         if self.type is bool:
             return "true or false"
         if self.type is list:
@@ -100,7 +117,7 @@ class Option:
         if self.metavar:
             return self.metavar
         if self.choices:
-            return "|".join(self.choices)
+            return "|".join(self.spellings())
         if self.type is list:
             return "N,N" if self.item is int else "A,B"
         return {int: "N", float: "X", bool: "true|false", str: "TEXT"}[self.type]
@@ -171,7 +188,7 @@ class Option:
             raise ValueError
         text = value.strip()
         if self.choices:
-            canon = {c.lower(): c for c in self.choices}
+            canon = {**{a.lower(): c for a, c in self.aliases}, **{c.lower(): c for c in self.choices}}
             if text.lower() not in canon:
                 raise ValueError
             return canon[text.lower()]

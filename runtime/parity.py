@@ -73,7 +73,7 @@ def check(pipeline: Pipeline, rel_tol: float | None = None) -> ParityReport:
     if rel_tol is not None and not (np.isfinite(rel_tol) and rel_tol > 0):
         raise InputError(f"--tolerance must be a finite number > 0, got {rel_tol}")
     m = pipeline.manifest
-    vec_file = pipeline.root / m.extra.get("test_vectors", "test_vectors.npz")
+    vec_file = pipeline.root / m.extra.vectors_file
     if not vec_file.is_file() and not vec_file.is_symlink():
         raise ArtifactError(f"{vec_file}: missing; the artifact has no reference outputs to compare with")
     # checked against the manifest's graphs before use (no pickles, no bombs, every key, dtype and

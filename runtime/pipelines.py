@@ -209,7 +209,7 @@ class AudioEncoder(Pipeline):
         if x.shape[0] > self.max_seconds * sr:
             raise InputError(f"{name}: {x.shape[0] / sr:.0f} s is longer than the {self.max_seconds:.0f} s this "
                              f"pipeline accepts; cut it into clips (AudioEncoder.max_seconds)")
-        min_samples = int(self.manifest.extra.get("min_samples", 0))
+        min_samples = self.manifest.extra.min_samples or 0
         if x.shape[0] < min_samples:
             raise InputError(f"{name}: too short for this model ({x.shape[0] / sr:.3f} s; needs at least "
                              f"{min_samples / sr:.3f} s = {min_samples} samples at {sr} Hz)")
@@ -232,7 +232,7 @@ class AudioEncoder(Pipeline):
         return results
 
     def _top1(self, out: dict[str, np.ndarray]) -> tuple[str | None, float | None]:
-        head = self.manifest.extra.get("class_output")
+        head = self.manifest.extra.class_output
         if not head or head not in out:
             return None, None
         logits = out[head].astype(np.float64)

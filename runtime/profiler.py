@@ -181,7 +181,7 @@ def _backend_options(options: ProfileOptions) -> dict[str, Any]:
 def profile_graphs(root: Path, m: Manifest, info: RowInfo, options: ProfileOptions, clock: Clock = PERF_CLOCK,
                    log: Callable[[str], None] = lambda s: None) -> tuple[list[ProfileRow], list[str]]:
     """One row per graph x batch size, on the artifact's test vectors."""
-    vec_file = root / m.extra.get("test_vectors", "test_vectors.npz")
+    vec_file = root / m.extra.vectors_file
     if not vec_file.is_file():
         return [], [f"{root}: no {vec_file.name}; per-graph rows skipped (re-export the artifact)"]
     rows, warnings = [], []
@@ -295,7 +295,7 @@ def profile_audio(pipe: Any, info: RowInfo, options: ProfileOptions, load_s: flo
                   clock: Clock = PERF_CLOCK, log: Callable[[str], None] = lambda s: None) -> list[ProfileRow]:
     """clip -> outputs, split into front-end (STFT or waveform) and network."""
     sr = int(pipe.preprocessing["sample_rate"])
-    min_s = int(pipe.manifest.extra.get("min_samples", 0)) / sr
+    min_s = (pipe.manifest.extra.min_samples or 0) / sr
     seconds = max(options.audio_seconds, min_s)
     clip = synthetic_clip(seconds, sr)
     with _instrumented(pipe, clock, "features") as (s, front):

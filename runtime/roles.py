@@ -3,13 +3,18 @@
 Exporters, calibration recipes, sessions and the CLI all need to know which graph is
 the encoder, which ones are decoders (weight-only int8 when a recipe asks for a dynamic
 decoder, MatMul/Gemm-only static int8 otherwise) and which one runs once per decoding
-step. They read it here, or from the graph's `hints` on the model catalog, instead of
-each keeping its own tuple of names. Torch-free: the lowest layer that needs it.
+step. Exporters write each graph's hints into its entry of the artifact's manifest (from
+the model catalog's GraphSpec.hints); recipes and runtime code read them back from there
+(`GraphEntry.hints`). A manifest of format_version 1 has no hints: reading one fills them
+in from the graph's name with `hints_for`. Torch-free: the lowest layer that needs it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from mmedge.runtime.manifest_fields import OMIT_DEFAULT, JsonFields, spec
 
 ENCODER = "encoder"
 DECODER_INIT = "decoder_init"
@@ -22,17 +27,26 @@ DECODER_QUANTIZE_OPS = ("MatMul", "Gemm")
 
 
 @dataclass(frozen=True)
-class GraphHints:
-    """What recipes and exporters may assume of one graph.
+class GraphHints(JsonFields):
+    """What recipes and exporters may assume of one graph; in the manifest, the graph entry's
+    `hints` object (only the fields that differ from the defaults; no object when none do).
 
     `decoder`: a decoder graph (weight-only int8 under a dynamic-decoder recipe; its row axis
     is images x beams). `step`: runs once per decoding step, its state fed back (stateful).
     `quantize_ops`: op types a static int8 recipe quantizes (None: the backend's default).
     """
 
-    decoder: bool = False
-    step: bool = False
-    quantize_ops: tuple[str, ...] | None = None
+    SCHEMA_NAME: ClassVar[str] = "hints"
+    SCHEMA_KEYWORDS: ClassVar[dict] = {
+        "description": "what recipes may assume of the graph (format_version 2; absent: none of these)"}
+
+    decoder: bool = spec(False, omit=OMIT_DEFAULT,
+                         title="a decoder graph: its rows are images x beams; weight-only int8 under a dynamic "
+                               "decoder")
+    step: bool = spec(False, omit=OMIT_DEFAULT, title="runs once per decoding step, its state fed back (stateful)")
+    quantize_ops: tuple[str, ...] | None = spec(
+        None, omit=OMIT_DEFAULT, items={"ref": "name"}, minItems=1, maxItems=64,
+        title="the only op types a static int8 recipe quantizes (absent: the backend's default)")
 
 
 NO_HINTS = GraphHints()

@@ -2,9 +2,11 @@
 
 Modelled on Polygraphy's runner: the base class checks feeds (names, dtypes,
 ranks, fixed dims) and times every call in `run()`; a backend implements only
-`_run()` (and optionally `_bind()` for step-invariant inputs). Backends are
-found by name in a registry and import their package lazily, so one missing
-package never breaks the others.
+`_run()` (and optionally `_bind()` for step-invariant inputs). The reuse mode
+(`reuse_outputs()`) is one skeleton here too: a backend that has one supplies
+its state (`_reuse_begin`), its run in that mode (`_run_reusing`) and its
+clean-up (`_reuse_end`). Backends are found by name in a registry and import
+their package lazily, so one missing package never breaks the others.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 
-from mmedge.errors import InputError, MissingDependencyError
+from mmedge.errors import ArtifactError, InputError, MissingDependencyError
 from mmedge.runtime.backends import (BACKENDS, BackendInfo, available, backend_for_format, backend_names,
                                      register_backend, session_options)
+from mmedge.runtime.backends.wrapped import ReuseState
 from mmedge.runtime.manifest import TensorSpec
 
 __all__ = ["Session", "Timing", "Feeds", "open_session", "BACKENDS", "BackendInfo", "available",
@@ -65,6 +68,7 @@ class Session(abc.ABC):
 
     # ---------------------------------------------------------------- public API
     _closed: bool = False
+    _reuse: Optional[ReuseState] = None  # the reuse mode's state while reuse_outputs() is active
 
     def run(self, feeds: Feeds) -> Feeds:
         """Check `feeds`, run the graph, return outputs by name."""
@@ -78,7 +82,7 @@ class Session(abc.ABC):
         if self._named_axes:
             self._check_named_axes(feeds)
         t0 = time.perf_counter()
-        out = self._run(feeds)
+        out = self._run(feeds) if self._reuse is None else self._run_reusing(feeds, self._reuse)
         self.timing.add(time.perf_counter() - t0)
         return out
 
@@ -116,10 +120,24 @@ class Session(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def reuse_outputs(self) -> contextlib.AbstractContextManager[object]:
+    @contextlib.contextmanager
+    def reuse_outputs(self) -> Iterator[None]:
         """Within this context a backend may return its own output buffers, overwritten by the next
-        run (no copy per call); the caller copies what it keeps. Default: outputs are fresh arrays."""
-        return contextlib.nullcontext()
+        run (no copy per call); the caller copies what it keeps. A backend without a reuse mode
+        (`_reuse_begin` gives None) keeps returning fresh arrays. Nested: the outer mode stays."""
+        if self._reuse is not None:
+            yield
+            return
+        state = self._reuse_begin()
+        if state is None:
+            yield
+            return
+        self._reuse = state
+        try:
+            yield
+        finally:
+            self._reuse = None
+            self._reuse_end()
 
     def unbind(self, name: str) -> None:
         self._bound.pop(name, None)
@@ -138,6 +156,38 @@ class Session(abc.ABC):
 
     def _close(self) -> None:
         """Default: drop nothing explicitly; a backend holding native resources frees them here."""
+
+    def _reuse_begin(self) -> Optional[ReuseState]:
+        """The state of a fresh reuse mode; default None: this backend has none."""
+        return None
+
+    def _run_reusing(self, feeds: Feeds, reuse: ReuseState) -> Feeds:
+        """Run in the reuse mode (called instead of `_run` while one is active)."""
+        raise NotImplementedError(f"{type(self).__name__} has no reuse mode")
+
+    def _reuse_end(self) -> None:
+        """Undo what the reuse mode left on the backend (bindings, tensors set on a request)."""
+
+    def _place_inputs(self, feeds: Feeds, reuse: ReuseState, bound: Mapping[str, Any],
+                      place: Callable[[str, Any], None]) -> None:
+        """Reuse mode: hand every input to the backend as a wrapper sharing its memory (a fed array's
+        from `reuse.wrapped`, a bound one's from `bound`), calling `place` only when the wrapper
+        differs from the one placed last: beam search feeds the same few buffers again and again."""
+        for name in self._by_name:
+            arr = feeds.get(name)
+            wrapper = bound[name] if arr is None else reuse.wrapped.get(np.ascontiguousarray(arr))
+            if reuse.placed.get(name) is not wrapper:
+                place(name, wrapper)
+                reuse.placed[name] = wrapper
+
+    def _check_names(self, where: object, got_in: list[str], got_out: list[str], kind: str = "graph",
+                     holder: str = "file") -> None:
+        """The loaded graph's own input/output names against the manifest's: the same inputs and at
+        least its outputs, else the file belongs to another model (one line naming both lists)."""
+        want_in, want_out = [t.name for t in self.inputs], [t.name for t in self.outputs]
+        if sorted(got_in) != sorted(want_in) or not set(want_out) <= set(got_out):
+            raise ArtifactError(f"{where}: {kind} inputs {got_in} / outputs {got_out} do not match the manifest "
+                                f"({want_in} / {want_out}); the {holder} belongs to another model")
 
     def _all_feeds(self, feeds: Feeds) -> Feeds:
         return {**self._bound, **feeds}

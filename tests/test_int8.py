@@ -19,11 +19,10 @@ from mmedge.export import registry
 from mmedge.runtime import load
 from mmedge.runtime.parity import check
 
-pytest.importorskip("onnxruntime")
-
 
 def export_int8(model: str, config: str, out: Path, cache: Path, size: int = 16, report: bool = True,
                 folder: Path | None = None, **quant: object) -> registry.ExportResult:
+    pytest.importorskip("onnxruntime")  # the recipe under test is ONNX Runtime's
     req = registry.ExportRequest(model, ["onnx"], "int8", config, out=out, calib=CalibSource(folder, size),
                                  quant=QuantConfig(cache_dir=cache, **quant), report=report)  # type: ignore[arg-type]
     return int8_export.export(req)
@@ -140,6 +139,7 @@ def test_unknown_method_is_refused() -> None:
 
 
 def test_failed_int8_export_leaves_nothing(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
     from mmedge.calibration import onnxruntime as recipe
 
     def boom(*a: object, **k: object) -> None:

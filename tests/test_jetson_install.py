@@ -23,13 +23,17 @@ from mmedge.export.jetson import BUNDLE_DIR, INSTALL_SCRIPT, build_wheel, verify
 from mmedge.export.package import PackageRequest, packager
 from mmedge.runtime import device
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-
 ROOT = Path(__file__).resolve().parents[1]
 NV_TEGRA_R35 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n"
 TEGRA_LINE = ("RAM 2448/7620MB (lfb 1x4MB) SWAP 0/3810MB (cached 0MB) CPU [1%@729,0%@729] EMC_FREQ 0% "
               "GR3D_FREQ {gpu}%@[305] VDD_IN {vin}mW/4521mW VDD_CPU_GPU_CV 612mW/612mW VDD_SOC 1431mW/1431mW")
+
+
+def requires_onnx_tools() -> None:
+    """`package jetson` lints with onnx and calibrates with ONNX Runtime: the bundle tests need both
+    (the doctor, tegrastats and wheel tests here need neither)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
 
 
 def _script(path: Path, body: str) -> Path:
@@ -40,6 +44,7 @@ def _script(path: Path, body: str) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(cli_onnx: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    requires_onnx_tools()
     out = tmp_path_factory.mktemp("jetson-install") / "b.tar.gz"
     return packager("jetson")(PackageRequest([cli_onnx["soundnet"]], out, {"int8": False, "fp16_onnx": False,
                                                                            "log": lambda s: None}))
@@ -80,6 +85,7 @@ def test_bundle_carries_the_wheel_requirements_and_install_script(bundle: Path, 
 
 
 def test_with_wheels_adds_a_folder_of_wheels(cli_onnx: dict[str, Path], tmp_path: Path) -> None:
+    requires_onnx_tools()
     extra = tmp_path / "deps"
     extra.mkdir()
     (extra / "fake_dep-1.0-py3-none-any.whl").write_bytes(b"PK")
@@ -309,6 +315,7 @@ def test_tegrastats_sampler(tmp_path: Path) -> None:
 
 def test_profile_records_power_mode_and_tegrastats(cli_onnx: dict[str, Path], board: tuple[Path, Path],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")  # the profile runs the ONNX artifact
     from mmedge.runtime import profiler as P
 
     _, bin_ = board
@@ -337,6 +344,7 @@ def _python38() -> Path | None:
 def test_bundle_installs_offline_on_python_3_8_and_runs_parity(cli_onnx: dict[str, Path], tmp_path: Path) -> None:
     """JetPack 5's Python: a fresh 3.8 venv, install.sh from the bundle's own wheels only (the
     dependencies were given with --with-wheels, as for a board without an index), then parity."""
+    requires_onnx_tools()
     py38 = _python38()
     if py38 is None:
         pytest.skip("Python 3.8.18 is not installed with pyenv ($(pyenv root)/versions/3.8.18)")

@@ -1,7 +1,7 @@
 """The layer contract of DESIGN.md ("Layers (checked in CI)"), enforced by reading the source.
 
 Bottom up: errors/atomic/registry -> runtime/ -> data/ -> models/ -> export/ -> calibration/
--> scale/ -> cli.py, demo.py. A module imports only from its own layer or below, never in
+-> scale/ -> cli/, demo.py. A module imports only from its own layer or below, never in
 a circle, and a layer uses only the third-party packages it may (errors/atomic/registry:
 the standard library; runtime/: never torch; data/: numpy and PIL).
 

@@ -212,7 +212,8 @@ def test_session_options_from_the_command_line(artifacts: dict[str, Path], capsy
 
 @pytest.mark.parametrize("options, error, message", [
     ({"device": "XPU"}, InputError, r"OpenVINO device 'XPU' is not available here \(available: CPU"),
-    ({"precision": "fp32"}, InputError, r"openvino session option precision='fp32': expected one of f32, bf16, f16"),
+    ({"precision": "fp8"}, InputError, r"openvino session option precision='fp8': expected one of fp32, f32, bf16, fp16, f16"),
+    ({"precision": "fp32"}, None, None),
     ({"hint": "fast"}, InputError, r"openvino session option hint='fast': expected one of latency, throughput"),
     ({"providers": ["CPUExecutionProvider"]}, InputError, r"unknown openvino session option\(s\) providers; valid: device"),
     ({"threads": 0}, InputError, r"openvino session option threads=0: expected an integer from 1 to 1024"),

@@ -1,4 +1,4 @@
-"""Typed options (`-o KEY=VALUE` of the exporters, `-O KEY=VALUE` of the backends): one schema per
+"""Typed options (`-x KEY=VALUE` of the exporters, `-O KEY=VALUE` of the backends): one schema per
 exporter and backend (runtime/options.py), checked in one place before any work.
 
 Hostile values through the command line (exit 2, exactly one line `mmedge: error: ...`, nothing
@@ -120,7 +120,7 @@ def test_export_options_on_the_command_line(formats: list[str], pairs: list[str]
     pytest.importorskip("torch")
     args = ["export", "soundnet", "--config", "tiny", "--format", ",".join(formats), "--out", tmp_path / "out"]
     for p in pairs:
-        args += ["-o", p]
+        args += ["-x", p]
     assert_one_line(capsys, args, message)
     assert not (tmp_path / "out").exists()  # refused before any work
 
@@ -322,7 +322,7 @@ def test_the_backend_option_help_comes_from_the_schemas(capsys: pytest.CaptureFi
 # ------------------------------------------------------------------ README, Options
 def options_table() -> str:
     rows = [(f"`-O` {name}", info.options) for name, info in _backends()]
-    rows += [(f"`-o` {name}", info.options) for name, info in _exporters()]
+    rows += [(f"`-x` {name}", info.options) for name, info in _exporters()]
     return markdown_table(rows)
 
 

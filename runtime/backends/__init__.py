@@ -72,7 +72,7 @@ register_backend(BackendInfo(
         Option("device", str, "CPU", "device: CPU, GPU, GPU.1, NPU, AUTO, HETERO:GPU,CPU ... (one this machine has)",
                metavar="NAME"),
         Option("precision", str, "f32", "inference precision (INFERENCE_PRECISION_HINT)",
-               choices=("f32", "bf16", "f16")),
+               choices=("f32", "bf16", "f16"), aliases=(("fp32", "f32"), ("fp16", "f16"))),
         Option("hint", str, "latency", "performance hint", choices=("latency", "throughput")),
         Option("streams", int, None, "NUM_STREAMS (default: from the hint)", parse=_streams,
                expects="an integer from 1 to 1024, or auto", metavar="N|auto"),

@@ -102,11 +102,8 @@ class CoreMLSession(Session):
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise ArtifactError(f"{self.package}: Core ML cannot load it ({first[:200]})") from None
         desc = spec.description
-        got_in, got_out = [i.name for i in desc.input], [o.name for o in desc.output]
-        want_in, want_out = [t.name for t in inputs], [t.name for t in outputs]
-        if sorted(got_in) != sorted(want_in) or not set(want_out) <= set(got_out):
-            raise ArtifactError(f"{self.package}: package inputs {got_in} / outputs {got_out} do not match the "
-                                f"manifest ({want_in} / {want_out}); the package belongs to another model")
+        self._check_names(self.package, [i.name for i in desc.input], [o.name for o in desc.output], "package",
+                          "package")
         self._images = {i.name for i in desc.input if i.type.WhichOneof("Type") == "imageType"}
         self._int32 = {i.name for i in desc.input if i.type.WhichOneof("Type") == "multiArrayType"
                        and i.type.multiArrayType.dataType == i.type.multiArrayType.INT32}

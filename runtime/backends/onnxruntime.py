@@ -11,16 +11,15 @@ step. Plain run() keeps returning fresh arrays that the caller owns.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import onnxruntime as ort
 
 from mmedge.errors import ArtifactError, InputError
-from mmedge.runtime.backends.wrapped import WrapCache
+from mmedge.runtime.backends.wrapped import ReuseState, WrapCache
 from mmedge.runtime.manifest import TensorSpec
 from mmedge.runtime.session import Feeds, Session
 
@@ -45,15 +44,12 @@ class _Outputs:
 
 
 @dataclass
-class _Reuse:
-    """State of the reuse mode: outputs per input-shape key and the key bound last; OrtValues of
-    the arrays fed before (neither wrapped nor bound again when fed again) and what each input is
-    bound to now."""
+class _Reuse(ReuseState):
+    """State of the reuse mode: the inputs' OrtValues (ReuseState: neither wrapped nor bound again
+    when fed again), and the outputs per input-shape key with the key bound last."""
 
     outputs: dict[tuple, _Outputs] = field(default_factory=dict)
     bound_key: Optional[tuple] = None
-    wrapped: WrapCache = field(default_factory=lambda: WrapCache(ort.OrtValue.ortvalue_from_numpy))
-    on_binding: dict[str, Any] = field(default_factory=dict)  # input name -> OrtValue
 
 
 def output_shapes(inputs: list[TensorSpec], outputs: list[TensorSpec],
@@ -97,32 +93,20 @@ class OrtSession(Session):
         except Exception as e:  # ORT raises its own exception types; one line for the user
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
-        got_in = [i.name for i in self.sess.get_inputs()]
-        got_out = [o.name for o in self.sess.get_outputs()]
-        want_in, want_out = [t.name for t in inputs], [t.name for t in outputs]
-        if sorted(got_in) != sorted(want_in) or not set(want_out) <= set(got_out):
-            raise ArtifactError(f"{path}: graph inputs {got_in} / outputs {got_out} do not match the manifest "
-                                f"({want_in} / {want_out}); the file belongs to another model")
+        self._check_names(path, [i.name for i in self.sess.get_inputs()], [o.name for o in self.sess.get_outputs()])
         self._binding = self.sess.io_binding()
         self._bound_values: dict[str, Any] = {}
         self._output_names = [o.name for o in outputs]
-        self._input_names = [t.name for t in inputs]
-        self._reuse: Optional[_Reuse] = None
 
-    @contextmanager
-    def reuse_outputs(self) -> Iterator[None]:
-        """Within: run() returns buffers that the next run with the same input shapes overwrites (the
-        caller copies what it keeps), written in place by ONNX Runtime; inputs are not copied."""
-        if self._reuse is not None:  # nested: the outer mode stays
-            yield
-            return
-        self._reuse = _Reuse()
-        try:
-            yield
-        finally:
-            self._reuse = None
-            self._binding.clear_binding_inputs()
-            self._binding.clear_binding_outputs()
+    # reuse_outputs() (the base class): run() returns buffers that the next run with the same input
+    # shapes overwrites (the caller copies what it keeps), written in place by ONNX Runtime; inputs
+    # are not copied
+    def _reuse_begin(self) -> _Reuse:
+        return _Reuse(WrapCache(ort.OrtValue.ortvalue_from_numpy))
+
+    def _reuse_end(self) -> None:
+        self._binding.clear_binding_inputs()
+        self._binding.clear_binding_outputs()
 
     def _bind(self, name: str, array: np.ndarray) -> None:
         self._bound_values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
@@ -131,8 +115,6 @@ class OrtSession(Session):
         self._bound_values.pop(name, None)
 
     def _run(self, feeds: Feeds) -> Feeds:
-        if self._reuse is not None:
-            return self._run_reusing(feeds, self._reuse)
         if not self._bound_values:
             return dict(zip(self._output_names, self.sess.run(self._output_names, feeds)))
         binding = self._binding
@@ -167,18 +149,9 @@ class OrtSession(Session):
 
     def _run_reusing(self, feeds: Feeds, reuse: _Reuse) -> Feeds:
         binding = self._binding
-        shapes = {}
-        for name in self._input_names:
-            arr = feeds.get(name)
-            if arr is None:
-                value = self._bound_values[name]
-                shapes[name] = self._bound[name].shape
-            else:  # zero-copy: ORT reads the array's memory at run time, whatever it holds then
-                value = reuse.wrapped.get(np.ascontiguousarray(arr))
-                shapes[name] = arr.shape
-            if reuse.on_binding.get(name) is not value:
-                binding.bind_ortvalue_input(name, value)
-                reuse.on_binding[name] = value
+        # zero-copy: ORT reads a fed array's memory at run time, whatever it holds then
+        self._place_inputs(feeds, reuse, self._bound_values, binding.bind_ortvalue_input)
+        shapes = {name: (feeds[name] if name in feeds else self._bound[name]).shape for name in self._by_name}
         key = tuple(shapes.values())
         outs = reuse.outputs.get(key)
         if outs is None:

@@ -24,16 +24,14 @@ attention rows and gathers h/c into buffers of its own; nothing it feeds back is
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import openvino as ov
 
 from mmedge.errors import ArtifactError, InputError, UnknownNameError
-from mmedge.runtime.backends.wrapped import WrapCache
+from mmedge.runtime.backends.wrapped import ReuseState, WrapCache
 from mmedge.runtime.manifest import TensorSpec
 from mmedge.runtime.session import Feeds, Session
 
@@ -106,12 +104,8 @@ class OvSession(Session):
             model = core().read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line C++ trace
             raise ArtifactError(f"{path}: OpenVINO cannot read it ({_first_line(e)})") from None
-        got_in = [p.get_any_name() for p in model.inputs if p.get_names()]
-        got_out = [n for o in model.outputs for n in o.get_names()]
-        want_in, want_out = [t.name for t in inputs], [t.name for t in outputs]
-        if sorted(got_in) != sorted(want_in) or not set(want_out) <= set(got_out):
-            raise ArtifactError(f"{path}: graph inputs {got_in} / outputs {sorted(got_out)} do not match the "
-                                f"manifest ({want_in} / {want_out}); the file belongs to another model")
+        self._check_names(path, [p.get_any_name() for p in model.inputs if p.get_names()],
+                          sorted(n for o in model.outputs for n in o.get_names()))  # an output has several names
         try:
             self.compiled = core().compile_model(model, device, config)
         except Exception as e:
@@ -120,21 +114,14 @@ class OvSession(Session):
         self._outputs = [(t.name, self.compiled.output(t.name)) for t in outputs]
         self._bound_tensors: dict[str, ov.Tensor] = {}
         self._stale: set[str] = set()  # bound inputs that a feed replaced on the request
-        self._input_names = [t.name for t in inputs]
-        self._reuse: _Reuse | None = None
 
-    @contextmanager
-    def reuse_outputs(self) -> Iterator[None]:
-        """Within: run() returns views of the request's output tensors, valid until the next run."""
-        if self._reuse is not None:  # nested: the outer mode stays
-            yield
-            return
-        self._reuse = _Reuse()
-        try:
-            yield
-        finally:
-            self._reuse = None
-            self._stale = set(self._bound_tensors)  # the request holds what the mode set: set them again
+    # reuse_outputs() (the base class): run() returns views of the request's output tensors, valid
+    # until the next run
+    def _reuse_begin(self) -> ReuseState:
+        return ReuseState(WrapCache(lambda a: ov.Tensor(a, shared_memory=True)))
+
+    def _reuse_end(self) -> None:
+        self._stale = set(self._bound_tensors)  # the request holds what the mode set: set them again
 
     def get_property(self, name: str) -> Any:
         """A property of the compiled model, e.g. "INFERENCE_PRECISION_HINT" (what really runs)."""
@@ -148,15 +135,13 @@ class OvSession(Session):
         self.request.set_tensor(name, tensor)
         self._stale.discard(name)
         if self._reuse is not None:
-            self._reuse.on_request[name] = tensor
+            self._reuse.placed[name] = tensor
 
     def _unbind(self, name: str) -> None:
         self._bound_tensors.pop(name, None)
         self._stale.discard(name)
 
     def _run(self, feeds: Feeds) -> Feeds:
-        if self._reuse is not None:
-            return self._run_reusing(feeds, self._reuse)
         for name in self._stale - feeds.keys():
             self.request.set_tensor(name, self._bound_tensors[name])
         self._stale = feeds.keys() & self._bound_tensors.keys()
@@ -166,14 +151,9 @@ class OvSession(Session):
             raise InputError(f"{self.path.name}: OpenVINO inference failed ({_first_line(e)})") from None
         return {name: res[port] for name, port in self._outputs}
 
-    def _run_reusing(self, feeds: Feeds, reuse: _Reuse) -> Feeds:
+    def _run_reusing(self, feeds: Feeds, reuse: ReuseState) -> Feeds:
         request = self.request
-        for name in self._input_names:
-            arr = feeds.get(name)
-            tensor = self._bound_tensors[name] if arr is None else reuse.wrapped.get(np.ascontiguousarray(arr))
-            if reuse.on_request.get(name) is not tensor:
-                request.set_tensor(name, tensor)
-                reuse.on_request[name] = tensor
+        self._place_inputs(feeds, reuse, self._bound_tensors, request.set_tensor)
         try:
             request.start_async()
             request.wait()
@@ -184,15 +164,6 @@ class OvSession(Session):
     def _close(self) -> None:
         self.request = None
         self.compiled = None  # OpenVINO frees the compiled model with the last reference
-
-
-@dataclass
-class _Reuse:
-    """State of the reuse mode: shared-memory tensors of the arrays fed before, and what each input
-    of the request is set to now."""
-
-    wrapped: WrapCache = field(default_factory=lambda: WrapCache(lambda a: ov.Tensor(a, shared_memory=True)))
-    on_request: dict[str, ov.Tensor] = field(default_factory=dict)
 
 
 def create_session(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], **options: Any) -> OvSession:

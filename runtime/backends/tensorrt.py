@@ -31,15 +31,14 @@ import re
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmedge.atomic import write_atomic
 from mmedge.errors import ArtifactError, InputError, MissingDependencyError, MmedgeError
-from mmedge.runtime.manifest import MANIFEST, GraphEntry, Manifest, TensorSpec, hash_files, read_manifest
+from mmedge.runtime.manifest import MANIFEST, TensorSpec, read_manifest, write_manifest
 from mmedge.runtime.session import Feeds, Session
 
 RECORD = "tensorrt.json"  # build record next to the engines
@@ -151,10 +150,9 @@ def read_record(artifact_dir: Path) -> dict[str, Any]:
         if isinstance(rec, dict):
             return rec
         raise ArtifactError(f"{path}: expected a JSON object")
-    mpath = Path(artifact_dir) / MANIFEST
-    if mpath.is_file():
-        with_extra = json.loads(mpath.read_text(encoding="utf-8")).get("extra", {}).get("tensorrt")
-        if isinstance(with_extra, dict):
+    if (Path(artifact_dir) / MANIFEST).is_file():
+        with_extra = read_manifest(artifact_dir, verify=False).extra.tensorrt
+        if with_extra is not None:
             return with_extra
     raise ArtifactError(f"{path}: missing; the engines' build record (TensorRT version, GPU) is needed to "
                         f"run them — {REBUILD}")
@@ -400,19 +398,16 @@ def write_engine_artifact(source: Path, engines: Path, precision: str, record: d
         engine = engines / f"{g.name}{ENGINE_EXT}"
         if not engine.is_file():
             raise ArtifactError(f"{engine}: missing (build_engines.sh did not build graph {g.name!r})")
-        graphs.append(GraphEntry(g.name, engine.name, g.inputs, g.outputs))
-    vec = src.extra.get("test_vectors", "test_vectors.npz")
+        graphs.append(replace(g, file=engine.name))  # name, interface and hints as the source's
+    vec = src.extra.vectors_file
     if (Path(source) / vec).is_file():
         shutil.copyfile(Path(source) / vec, engines / vec)
     (engines / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    extra = {k: v for k, v in src.extra.items() if k not in ("int8_layout", "tensorrt_calibration_cache")}
-    manifest = Manifest(model=src.model, config=src.config, pipeline=src.pipeline, format="tensorrt",
-                        precision=precision, graphs=graphs, preprocessing=src.preprocessing,
-                        model_config=src.model_config, vocabulary=src.vocabulary, labels=src.labels,
-                        tools={**src.tools, "tensorrt": str(record.get("tensorrt", ""))},
-                        extra={**extra, "tensorrt": record})
-    manifest.files = hash_files(engines)
-    write_atomic(engines / MANIFEST, manifest.to_json())
+    # the engines hold the int8 scales: the source's Q/DQ layout and calibration caches do not carry over
+    extra = replace(src.extra, int8_layout=None, tensorrt_calibration_cache=None, tensorrt=record)
+    manifest = src.derive(format="tensorrt", precision=precision, graphs=graphs, extra=extra,
+                          tools={**src.tools, "tensorrt": str(record.get("tensorrt", ""))})
+    write_manifest(engines, manifest)
     return engines
 
 

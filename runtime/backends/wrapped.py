@@ -4,11 +4,14 @@ A loop such as beam search feeds the same few buffers at every step (h/c in two 
 buffers, the next words), rewritten in place. A backend in reuse mode wraps each of them once,
 sharing its memory (the runtime reads whatever it holds at run time), instead of wrapping it
 anew at every call; the cache holds the array with its wrapper, so an id stays that array's.
-No third-party import: used by every backend that has a reuse mode.
+`ReuseState` is what every reuse mode keeps (the base Session places inputs with it); a
+backend extends it with its own part. No third-party import: used by every backend that has
+a reuse mode.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Tuple
 
 MAX_WRAPPED = 32  # a caller feeding new arrays every run only refills it
@@ -30,3 +33,12 @@ class WrapCache:
         wrapper = self.make(array)
         self.entries[id(array)] = (array, wrapper)
         return wrapper
+
+
+@dataclass
+class ReuseState:
+    """One reuse mode's inputs: the wrappers of the arrays fed before (`wrapped`) and the wrapper
+    each input of the backend holds now (`placed`, so an unchanged one is not set again)."""
+
+    wrapped: WrapCache
+    placed: Dict[str, Any] = field(default_factory=dict)
