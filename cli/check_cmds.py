@@ -63,7 +63,8 @@ def eval_cmd(
     config: str = typer.Option("demo", help="Config of the PyTorch reference (without --artifact)."),
     backend: Optional[str] = BackendOpt,
     split: Optional[str] = typer.Option(None, help="Split(s) of the demo data, comma-separated: test (held out) | "
-                                        "val | train. Default: test."),
+                                        "oos (captioner: scenes drawn out of style by other code, never trained "
+                                        "on) | val | train. Default: test,oos for the captioner, test otherwise."),
     beam: str = typer.Option("1,3,5", help="Captioner: beam widths to score (comma-separated)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items of the split."),
     ray: Optional[str] = RayOpt,

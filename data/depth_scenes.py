@@ -24,7 +24,7 @@ class DepthScene:
 
 
 def make_depth_scene(seed: int) -> DepthScene:
-    scene = shapes.make_scene(seed)
+    scene = shapes.make_scene(seed, plain=True)  # 256x256, hard-edged filled shapes: exact masks
     rng = np.random.default_rng([seed, 0xDE97])
     h, w = scene.image.shape[:2]
     yy = np.mgrid[0:h, 0:w][0].astype(np.float32)

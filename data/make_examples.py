@@ -2,8 +2,9 @@
 `python -m mmedge.data.make_examples`.
 
 Scenes and clips come from the test splits of the generators (never trained on):
-four shapes scenes with their reference captions, one clip per sound class, and
-one photo with its depth map (16-bit PNG, millimetres) for refocusing.
+four shapes scenes of the training generator's test split and two of the out-of-style
+split (`data/shapes_oos.py`, drawn by other code) with their reference captions, one clip
+per sound class, and one photo with its depth map (16-bit PNG, millimetres) for refocusing.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mmedge.data import depth_scenes, shapes, sounds
+from mmedge.data import depth_scenes, shapes, shapes_oos, sounds
 
 HERE = Path(__file__).resolve().parent / "examples"
 SCENE_SEEDS = (0, 1, 2, 3)  # offsets into the test split
+OOS_SEEDS = (2, 6)  # offsets into the out-of-style split
 
 
 def main() -> None:
@@ -27,6 +29,12 @@ def main() -> None:
     for i in SCENE_SEEDS:
         scene = shapes.make_scene(test[i])
         name = f"scene{i}.png"
+        Image.fromarray(scene.image).save(HERE / "scenes" / name, optimize=True)
+        refs[name] = scene.captions
+    oos = shapes.split("oos")
+    for i in OOS_SEEDS:
+        scene = shapes_oos.make_oos_scene(oos[i])
+        name = f"oos{i}.png"
         Image.fromarray(scene.image).save(HERE / "scenes" / name, optimize=True)
         refs[name] = scene.captions
     (HERE / "scenes" / "captions.json").write_text(json.dumps(refs, indent=1) + "\n")

@@ -1,11 +1,12 @@
 """Synthetic captioning scenes: coloured shapes on varied backgrounds, 5 captions each.
 
 numpy + PIL + stdlib only (the torch-free runtime's eval and calibration use it).
-Everything is a pure function of an integer seed: `make_scene(seed)` draws a
-256x256 RGB scene with 1-3 objects (circle / square / triangle, six colours,
-small / large) on a solid, gradient or lightly textured background with noise,
-and writes five paraphrased reference captions from a small grammar that are
-all true of the scene:
+Everything is a pure function of an integer seed: `make_scene(seed)` lays out
+1-3 objects (circle / square / triangle, six colours, small / large) in a 256x256
+frame, draws them in a varied style (`data/shape_render.py`: other canvas sizes,
+rotation, filled or outline-only, anti-aliased or hard edges, textured or noisy
+backgrounds, blur, JPEG) and writes five paraphrased reference captions from a
+small grammar that are all true of the scene:
 
     1 object   "a large red circle in the top left", "there is a large red circle in the top left", ...
     2 objects  "a red circle to the left of a small blue square", "a small blue square to the right of a
@@ -13,7 +14,11 @@ all true of the scene:
     3 objects  listed left to right: "a red circle a blue square and a small green triangle",
                "from left to right ...", "... from right to left", "two red circles and a blue square", ...
 
-Layouts are sampled so that every statement is unambiguous: a single object
+Sizes are absolute (fractions of the image's shorter side), with a gap between the two
+classes, so "small" and "large" are true whatever else varies: a small object's circumradius
+is 8-22 and a large one's 30-95 in the 256 frame (0.5x-2.5x of the first generator's 15-20
+and 30-38), large objects capped by the room a layout leaves. Layouts are sampled so that
+every statement is unambiguous: a single object
 sits near the centre of one cell of a 3x3 grid (its region phrase); two objects
 are displaced clearly more along one axis than the other (left/right or
 above/below); three objects have clearly separated x positions.
@@ -25,11 +30,12 @@ vocabulary is known in code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw
+
+from mmedge.data import shape_render
 
 SIZE = 256
 SHAPES = ("circle", "square", "triangle")
@@ -44,7 +50,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SIZES = ("small", "large")
 SIZE_SYNONYM = {"small": "little", "large": "big"}
-RADIUS = {"small": (15.0, 20.0), "large": (30.0, 38.0)}  # circumradius range in pixels (at 256x256)
+PLAIN_RADIUS = {"small": (15.0, 20.0), "large": (30.0, 38.0)}  # the plain style: the first generator's sizes
+RADIUS = {"small": (8.0, 22.0), "large": (30.0, 95.0)}  # circumradius range in the 256 frame
+LARGE_CAP = {1: 95.0, 2: 52.0, 3: 40.0}  # the largest large object a layout of n objects has room for
 
 # single objects: 3x3 grid cell -> (phrase, alternative phrase)
 REGIONS: dict[tuple[int, int], tuple[str, str]] = {
@@ -60,10 +68,12 @@ REGIONS: dict[tuple[int, int], tuple[str, str]] = {
 }
 
 SPLITS: dict[str, tuple[int, int]] = {  # name -> (first seed, count); ranges never overlap
-    "train": (0, 8000),
+    "train": (0, 32000),
     "val": (1_000_000, 300),
     "test": (2_000_000, 300),
 }
+# drawn by the independent renderer in data/shapes_oos.py, never trained on
+OOS_SPLITS: dict[str, tuple[int, int]] = {"oos": (3_000_000, 300)}
 
 
 @dataclass(frozen=True)
@@ -73,23 +83,26 @@ class ShapeObject:
     size: str  # small | large
     x: float  # centre, pixels
     y: float
-    radius: float  # circumradius, pixels
+    radius: float  # circumradius, pixels of the 256 frame
+    angle: float = 0.0  # rotation in degrees (squares and triangles)
+    filled: bool = True  # False: outline only
 
 
 @dataclass
 class Scene:
     seed: int
-    image: np.ndarray  # [256, 256, 3] uint8 RGB
+    image: np.ndarray  # [H, W, 3] uint8 RGB (256x256 in the plain style; other sizes otherwise)
     captions: list[str]  # 5 references: lowercase, space-separated, no punctuation
     objects: list[ShapeObject]
     layout: str  # "single" | "horizontal" | "vertical" | "row"
 
 
 def split(name: str) -> list[int]:
-    """The fixed seeds of a split: train, val or test (disjoint)."""
-    if name not in SPLITS:
-        raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
-    first, count = SPLITS[name]
+    """The fixed seeds of a split: train, val, test or oos (disjoint)."""
+    table = {**SPLITS, **OOS_SPLITS}
+    if name not in table:
+        raise ValueError(f"unknown split {name!r}; expected one of {', '.join(table)}")
+    first, count = table[name]
     return list(range(first, first + count))
 
 
@@ -197,98 +210,30 @@ def vocabulary_words() -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------ drawing
-def _background(rng: np.random.Generator) -> np.ndarray:
-    """[S, S, 3] float32: a desaturated solid colour or gradient, maybe a light texture."""
-    def tone() -> np.ndarray:
-        level = rng.uniform(25, 235)
-        return np.clip(level + rng.uniform(-22, 22, 3), 0, 255).astype(np.float32)
-
-    kind = rng.choice(["solid", "gradient", "gradient"]) if rng.random() < 0.9 else "solid"
-    c0 = tone()
-    if kind == "solid":
-        bg = np.broadcast_to(c0, (SIZE, SIZE, 3)).copy()
-    else:
-        c1 = tone()
-        theta = rng.uniform(0, 2 * np.pi)
-        u = np.linspace(-1, 1, SIZE, dtype=np.float32)
-        t = (np.cos(theta) * u[None, :] + np.sin(theta) * u[:, None]) / np.float32(np.sqrt(2)) * 0.5 + 0.5
-        bg = c0 + t[..., None] * (c1 - c0)
-    texture = rng.random()
-    if texture < 0.25:  # stripes
-        period = rng.uniform(6, 24)
-        theta = rng.uniform(0, np.pi)
-        u = np.arange(SIZE, dtype=np.float32) * np.float32(2 * np.pi / period)
-        phase = np.float32(np.sin(theta)) * u[:, None] + np.float32(np.cos(theta)) * u[None, :]
-        bg += (np.sin(phase) * np.float32(rng.uniform(4, 12)))[..., None]
-    elif texture < 0.45:  # checker
-        cell = int(rng.integers(8, 33))
-        k = np.arange(SIZE) // cell
-        sign = np.where((k[:, None] + k[None, :]) % 2 == 0, np.float32(1), np.float32(-1))
-        bg += (sign * np.float32(rng.uniform(3, 9)))[..., None]
-    elif texture < 0.6:  # blotches: smooth low-frequency noise
-        small = rng.normal(0, 1, (8, 8)).astype(np.float32)
-        up = np.asarray(Image.fromarray(small, mode="F").resize((SIZE, SIZE), Image.BILINEAR))
-        bg += (up * np.float32(rng.uniform(4, 10)))[..., None]
-    return bg
-
-
-def _draw(draw: ImageDraw.ImageDraw, o: ShapeObject, fill: tuple[int, int, int] | int) -> None:
-    x, y, r = o.x, o.y, o.radius
-    if o.shape == "circle":
-        r = r * 0.9
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
-    elif o.shape == "square":
-        h = r * 0.75  # half side (a square inscribed in a slightly smaller circle: similar area to the others)
-        draw.rectangle([x - h, y - h, x + h, y + h], fill=fill)
-    else:  # upward equilateral triangle with circumradius r, centroid at (x, y)
-        pts = [(x, y - r), (x - r * 0.866, y + r * 0.5), (x + r * 0.866, y + r * 0.5)]
-        draw.polygon(pts, fill=fill)
-
-
 def object_mask(o: ShapeObject, size: int = SIZE) -> np.ndarray:
-    """[size, size] bool: the pixels `_render` paints with object `o` (same rasteriser, same geometry),
-    so anything drawn from it (the depth maps of `depth_scenes`) has the photo's exact object edges."""
-    canvas = Image.new("L", (size, size), 0)
-    _draw(ImageDraw.Draw(canvas), o, 255)
-    return np.asarray(canvas) > 0
-
-
-_NOISE_BANK = 4 * SIZE * SIZE * 3
-
-
-@lru_cache(maxsize=1)
-def _noise_bank() -> np.ndarray:
-    """Standard normal samples drawn once from a fixed seed; scenes take a window at a random offset
-    (several times faster than drawing fresh noise for every image, and just as deterministic)."""
-    return np.random.default_rng(0x4015E).standard_normal(_NOISE_BANK, dtype=np.float32)
-
-
-def _render(objs: list[ShapeObject], rng: np.random.Generator) -> np.ndarray:
-    bg = _background(rng)
-    canvas = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(canvas)
-    for o in objs:
-        base = np.asarray(COLOURS[o.colour], np.float64)
-        fill = tuple(int(v) for v in np.clip(base + rng.uniform(-18, 18, 3), 0, 255))
-        _draw(draw, o, fill)
-    img = np.asarray(canvas, dtype=np.float32)
-    sigma = rng.uniform(0, 10)
-    if sigma > 0.5:
-        offset = int(rng.integers(_NOISE_BANK - img.size))
-        img = img + _noise_bank()[offset:offset + img.size].reshape(img.shape) * np.float32(sigma)
-    return np.clip(img + np.float32(0.5), 0, 255).astype(np.uint8)
+    """[size, size] bool: the pixels the plain style paints with object `o` (same rasteriser, same
+    geometry), so anything drawn from it (the depth maps of `depth_scenes`) has the photo's exact edges."""
+    return shape_render.object_mask(o, size)
 
 
 # ------------------------------------------------------------------ layouts
-def _random_object(rng: np.random.Generator, like: ShapeObject | None = None) -> ShapeObject:
+def _random_object(rng: np.random.Generator, n: int, like: ShapeObject | None = None,
+                   varied: bool = True) -> ShapeObject:
+    """An unplaced object; `n` objects share the scene. Radii are log-uniform within their class."""
     shape = like.shape if like else SHAPES[int(rng.integers(len(SHAPES)))]
     colour = like.colour if like else list(COLOURS)[int(rng.integers(len(COLOURS)))]
     size = SIZES[int(rng.integers(2))]
-    return ShapeObject(shape, colour, size, 0.0, 0.0, float(rng.uniform(*RADIUS[size])))
+    lo, hi = RADIUS[size] if varied else PLAIN_RADIUS[size]
+    if size == "large":
+        hi = min(hi, LARGE_CAP[n])
+    radius = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    angle = float(rng.uniform(0, 360)) if varied and rng.random() < 0.6 else 0.0
+    filled = not (varied and radius >= 12.0 and rng.random() < 0.3)
+    return ShapeObject(shape, colour, size, 0.0, 0.0, radius, angle, filled)
 
 
 def _place(o: ShapeObject, x: float, y: float) -> ShapeObject:
-    return ShapeObject(o.shape, o.colour, o.size, float(x), float(y), o.radius)
+    return replace(o, x=float(x), y=float(y))
 
 
 def _fits(o: ShapeObject, x: float, y: float) -> bool:
@@ -300,9 +245,16 @@ def _apart(a: ShapeObject, b: ShapeObject, gap: float = 16.0) -> bool:
     return float(np.hypot(a.x - b.x, a.y - b.y)) >= a.radius + b.radius + gap
 
 
-def _layout_single(rng: np.random.Generator) -> tuple[list[ShapeObject], tuple[int, int]]:
-    o = _random_object(rng)
+def _shrunk(objs: list[ShapeObject]) -> list[ShapeObject]:
+    """Large objects 15% smaller (never below their class): for a layout that found no room."""
+    return [replace(o, radius=max(RADIUS["large"][0], o.radius * 0.85)) if o.size == "large" else o for o in objs]
+
+
+def _layout_single(rng: np.random.Generator, varied: bool) -> tuple[list[ShapeObject], tuple[int, int]]:
     cell = (int(rng.integers(3)), int(rng.integers(3)))
+    o = _random_object(rng, 1, varied=varied)
+    if cell != (1, 1):  # the centre must stay inside its third of the frame
+        o = replace(o, radius=min(o.radius, 80.0))
     centre = SIZE / 6.0
     while True:
         x = (2 * cell[1] + 1) * centre + rng.uniform(-14, 14)
@@ -314,35 +266,40 @@ def _layout_single(rng: np.random.Generator) -> tuple[list[ShapeObject], tuple[i
             return [_place(o, x, y)], cell
 
 
-def _layout_pair(rng: np.random.Generator, same: bool) -> tuple[list[ShapeObject], str]:
-    a = _random_object(rng)
-    b = _random_object(rng, like=a if same else None)
+def _layout_pair(rng: np.random.Generator, same: bool, varied: bool) -> tuple[list[ShapeObject], str]:
+    a = _random_object(rng, 2, varied=varied)
+    b = _random_object(rng, 2, like=a if same else None, varied=varied)
     while not same and _key(a) == _key(b):
-        b = _random_object(rng)
+        b = _random_object(rng, 2, varied=varied)
     layout = "horizontal" if rng.random() < 0.5 else "vertical"
-    for _ in range(1000):
+    objs = [a, b]
+    for attempt in range(8000):
+        if attempt and attempt % 1000 == 0:
+            objs = _shrunk(objs)
         ax, ay, bx, by = rng.uniform(0, SIZE, 4)
         along, across = (bx - ax, by - ay) if layout == "horizontal" else (by - ay, bx - ax)
         if along <= 0 or abs(across) > 0.5 * along:  # clearly displaced along the layout's axis
             continue
-        pa, pb = _place(a, ax, ay), _place(b, bx, by)
+        pa, pb = _place(objs[0], ax, ay), _place(objs[1], bx, by)
         if _fits(pa, ax, ay) and _fits(pb, bx, by) and _apart(pa, pb):
             return [pa, pb], layout
     raise RuntimeError("no pair layout found")  # pragma: no cover (never happens with these sizes)
 
 
-def _layout_row(rng: np.random.Generator, repeats: int) -> list[ShapeObject]:
-    first = _random_object(rng)
+def _layout_row(rng: np.random.Generator, repeats: int, varied: bool) -> list[ShapeObject]:
+    first = _random_object(rng, 3, varied=varied)
     objs = [first]
     while len(objs) < 3:
         like = first if len(objs) < repeats else None
-        o = _random_object(rng, like)
+        o = _random_object(rng, 3, like, varied=varied)
         if like is None and any(_key(o) == _key(p) for p in objs):
             continue
         objs.append(o)
     order = rng.permutation(3)
     objs = [objs[i] for i in order]
-    for _ in range(5000):
+    for attempt in range(20000):
+        if attempt and attempt % 4000 == 0:
+            objs = _shrunk(objs)
         xs = np.sort(rng.uniform(0, SIZE, 3))
         if np.diff(xs).min() < 52:  # clearly separated left to right
             continue
@@ -354,18 +311,26 @@ def _layout_row(rng: np.random.Generator, repeats: int) -> list[ShapeObject]:
     raise RuntimeError("no row layout found")  # pragma: no cover
 
 
-def make_scene(seed: int) -> Scene:
-    """The scene of `seed` (deterministic: same seed, same pixels and captions)."""
-    rng = np.random.default_rng([int(seed), 0x5BA9E5])
+def layout_scene(rng: np.random.Generator, varied: bool = True) -> tuple[list[ShapeObject], str, list[str]]:
+    """Objects (256 frame), layout name and the five reference captions of one scene."""
     n = int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.30]))
     if n == 1:
-        objs, cell = _layout_single(rng)
-        layout, captions = "single", _captions_single(objs[0], cell)
-    elif n == 2:
-        objs, layout = _layout_pair(rng, same=rng.random() < 0.2)
-        captions = _captions_pair(objs[0], objs[1], layout)
-    else:
-        u = rng.random()
-        objs = _layout_row(rng, repeats=3 if u < 0.1 else 2 if u < 0.35 else 1)
-        layout, captions = "row", _captions_row(objs)
-    return Scene(int(seed), _render(objs, rng), captions, objs, layout)
+        objs, cell = _layout_single(rng, varied)
+        return objs, "single", _captions_single(objs[0], cell)
+    if n == 2:
+        objs, layout = _layout_pair(rng, rng.random() < 0.2, varied)
+        return objs, layout, _captions_pair(objs[0], objs[1], layout)
+    u = rng.random()
+    objs = _layout_row(rng, 3 if u < 0.1 else 2 if u < 0.35 else 1, varied)
+    return objs, "row", _captions_row(objs)
+
+
+def make_scene(seed: int, plain: bool = False) -> Scene:
+    """The scene of `seed` (deterministic: same seed, same pixels and captions).
+
+    `plain=True`: the first generator's look (256x256, filled upright shapes with hard edges, the
+    old size ranges, no blur or JPEG), which the refocus examples use for pixel-exact depth edges."""
+    rng = np.random.default_rng([int(seed), 0x5BA9E5 if not plain else 0x91A1])
+    objs, layout, captions = layout_scene(rng, varied=not plain)
+    style = shape_render.PLAIN if plain else shape_render.draw_style(rng)
+    return Scene(int(seed), shape_render.render(objs, rng, style), captions, objs, layout)

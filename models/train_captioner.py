@@ -100,8 +100,20 @@ class Rendered:
     captions: list[list[str]]  # 5 per scene
 
 
-def render_split(split: str, limit: int | None, size: int, cache: Path | None) -> Rendered:
-    """The scenes of a split, rendered once (and kept in `cache` if given)."""
+def _render_chunk(job: tuple[list[int], int]) -> tuple[np.ndarray, list[list[str]]]:
+    seeds, size = job
+    images = np.empty((len(seeds), size, size, 3), np.uint8)
+    captions = []
+    for i, s in enumerate(seeds):
+        scene = shapes.make_scene(s)
+        images[i] = resize(scene.image, size)
+        captions.append(scene.captions)
+    return images, captions
+
+
+def render_split(split: str, limit: int | None, size: int, cache: Path | None, workers: int = 1,
+                 progress: bool = False) -> Rendered:
+    """The scenes of a split, rendered once (in `workers` processes; kept in `cache` if given)."""
     seeds = shapes.split(split)[:limit]
     path = None
     if cache is not None:  # keyed by the generator's output too, so a changed generator never reuses stale images
@@ -113,12 +125,25 @@ def render_split(split: str, limit: int | None, size: int, cache: Path | None) -
             if {"images", "captions"} <= set(z.files):
                 return Rendered(z["images"], [list(c) for c in z["captions"]])
     t0 = time.time()
+    chunk = 250
+    jobs = [(seeds[i:i + chunk], size) for i in range(0, len(seeds), chunk)]
     images = np.empty((len(seeds), size, size, 3), np.uint8)
-    captions = []
-    for i, s in enumerate(seeds):
-        scene = shapes.make_scene(s)
-        images[i] = resize(scene.image, size)
-        captions.append(scene.captions)
+    captions: list[list[str]] = []
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            parts = pool.imap(_render_chunk, jobs)  # in order: the split's seed order is kept
+            for k, (imgs, caps) in enumerate(parts):
+                images[k * chunk:k * chunk + len(imgs)] = imgs
+                captions.extend(caps)
+                if progress:
+                    log(f"  rendered {len(captions)}/{len(seeds)} {split} scenes")
+    else:
+        for k, job in enumerate(jobs):
+            imgs, caps = _render_chunk(job)
+            images[k * chunk:k * chunk + len(imgs)] = imgs
+            captions.extend(caps)
     log(f"rendered {len(seeds)} {split} scenes in {time.time() - t0:.1f} s")
     if path is not None:
         with atomic_path(path, suffix=".npz") as tmp:
@@ -240,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     normalise = Normalise(params)
     progress = not args.no_progress
 
-    data = render_split("train", args.train_size, cfg.image_size, args.cache)
+    data = render_split("train", args.train_size, cfg.image_size, args.cache, args.threads, progress)
     images = data.images
     ids, lengths = encode_captions(data.captions, model)
     val_scenes = [shapes.make_scene(s) for s in shapes.split("val")[:args.val_size]]

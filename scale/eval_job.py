@@ -17,8 +17,9 @@ from typing import Any, Callable, Iterator, Sequence
 from mmedge.errors import MmedgeError, article, require
 
 SPLITS = ("train", "val", "test")  # the splits of the demo data (data/shapes.py, data/sounds.py)
-CAPTIONER_SPLITS = SPLITS
-DEFAULT_SPLITS: dict[str, tuple[str, ...]] = {}  # model -> its default splits; others: ("test",)
+# the captioner also has scenes drawn out of style by independent code (data/shapes_oos.py)
+CAPTIONER_SPLITS = (*SPLITS, "oos")
+DEFAULT_SPLITS = {"captioner": ("test", "oos")}  # others: ("test",)
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class EvalArgs:
 
     model: str
     artifact: Path | None = None  # None: the PyTorch reference of `config`
-    split: str | None = None  # comma-separated; None: the model's default splits (test)
+    split: str | None = None  # comma-separated; None: test and oos for the captioner, test otherwise
     beam: str = "1,3,5"  # captioner: beam widths, comma-separated text
     limit: int | None = None
     config: str = "demo"

@@ -26,7 +26,7 @@ def _seeds(split_fn: Callable[[str], Any], split: str, limit: int | None) -> lis
     try:
         seeds = list(split_fn(split))
     except (KeyError, ValueError):
-        raise InputError(f"unknown split {split!r}; expected test or val") from None
+        raise InputError(f"unknown split {split!r}; expected test, val or train (captioner: also oos)") from None
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
     return seeds[:limit] if limit is not None else seeds
@@ -42,8 +42,10 @@ def eval_captioner(m: Manifest, artifact: str, split: str, limit: int | None, be
     job = Job("eval-captioner", artifact, run.pop("backend", None), run.pop("threads", None),
               {"beam": beam, "max_len": MAX_LEN}, run.pop("session", None) or {})
     records, stats = run_job(job, seeds, shard_size=run.pop("shard_size", None) or BATCH, **run)
+    # results files written before the objects travelled with the records: regenerated from the seeds
+    objects = [r["objects"] for r in records] if all("objects" in r for r in records) else None
     result = captioner_result(artifact, split, beam, MAX_LEN, seeds, [r["caption"] for r in records],
-                              [r["references"] for r in records])
+                              [r["references"] for r in records], objects)
     return result, stats
 
 

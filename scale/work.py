@@ -56,11 +56,12 @@ def caption_shard(pipe: Any, items: Sequence[Item], options: dict[str, Any]) -> 
 @register_work("eval-captioner", key="seed", pipeline="captioner")
 def eval_caption_shard(pipe: Any, items: Sequence[Item], options: dict[str, Any]) -> Records:
     """Caption held-out demo scenes (regenerated from their seeds) in one batch, as the evaluator does."""
-    from mmedge.data import shapes
+    from mmedge.data import shapes_oos
 
-    scenes = [shapes.make_scene(seed) for _, seed in items]
+    scenes = [shapes_oos.scene(seed) for _, seed in items]  # in style or out of style, by the seed's split
     results = pipe.caption([s.image for s in scenes], **_decode_options(options))
-    return [{"index": i, "seed": seed, "caption": pipe.vocab.decode(r.tokens), "references": s.captions}
+    return [{"index": i, "seed": seed, "caption": pipe.vocab.decode(r.tokens), "references": s.captions,
+             "objects": [[o.colour, o.shape] for o in s.objects]}
             for (i, seed), s, r in zip(items, scenes, results)]
 
 

@@ -173,7 +173,7 @@ def test_executor_options_without_ray() -> None:
 def test_eval_checks_come_before_any_work(tmp_path: Path) -> None:
     from mmedge.scale.eval_job import EvalArgs, evaluate_sharded_beams, evaluator_for
 
-    with pytest.raises(MmedgeError, match="^unknown split 'foo'; expected one of train, val, test$"):
+    with pytest.raises(MmedgeError, match="^unknown split 'foo'; expected one of train, val, test, oos$"):
         evaluator_for(EvalArgs("captioner", split="foo"))
     with pytest.raises(MmedgeError, match="pass --artifact DIR"):
         evaluate_sharded_beams(EvalArgs("captioner"), None, False, {"executor": "local"}, False, print)

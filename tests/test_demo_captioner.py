@@ -15,12 +15,13 @@ from mmedge.calibration.metrics import corpus_bleu, top1_accuracy
 from mmedge.data import shapes
 from mmedge.models import zoo
 
-# Test scenes captioned in the tests below. The criterion, per scene: the beam-3 caption names the
-# colour word and the shape word (singular or plural) of every object in the scene. These are the
-# first five seeds of the test split, in order, on which the shipped model meets it; the others among
-# the first ten (2_000_000 and 2_000_003..2_000_006) fail it, each by calling a circle, square or
-# triangle by another shape's name (its main weakness; test-split BLEU-4 is 0.69 all the same).
-SCENE_SEEDS = (2_000_001, 2_000_002, 2_000_007, 2_000_008, 2_000_009)
+# Test scenes captioned in the tests below, drawn in the plain style (`make_scene(seed, plain=True)`:
+# the first generator's look, which the shipped weights were trained on). The criterion, per scene:
+# the beam-3 caption names the colour word and the shape word (singular or plural) of every object in
+# the scene. These are the first five seeds of the test split on which the shipped model meets it
+# (7 of the first 20 do); the others fail it, mostly by calling a circle, square or triangle by another
+# shape's name: its main weakness, which issue 18's retrained captioner addresses.
+SCENE_SEEDS = (2_000_002, 2_000_003, 2_000_012, 2_000_014, 2_000_016)
 
 
 def names_every_object(caption: str, scene: shapes.Scene) -> bool:
@@ -32,7 +33,8 @@ def names_every_object(caption: str, scene: shapes.Scene) -> bool:
 def test_scenes_are_deterministic() -> None:
     for seed in (0, 17, 2_000_003):
         a, b = shapes.make_scene(seed), shapes.make_scene(seed)
-        assert a.image.dtype == np.uint8 and a.image.shape == (256, 256, 3)
+        assert a.image.dtype == np.uint8 and a.image.ndim == 3 and a.image.shape[2] == 3
+        assert 96 <= min(a.image.shape[:2]) and max(a.image.shape[:2]) <= 640
         assert a.image.tobytes() == b.image.tobytes()
         assert a.captions == b.captions and a.objects == b.objects
     assert shapes.make_scene(1).image.tobytes() != shapes.make_scene(2).image.tobytes()
@@ -40,7 +42,7 @@ def test_scenes_are_deterministic() -> None:
 
 def test_splits_are_fixed_and_disjoint() -> None:
     train, val, test = (shapes.split(n) for n in ("train", "val", "test"))
-    assert (len(train), len(val), len(test)) == (8000, 300, 300)
+    assert (len(train), len(val), len(test)) == (32000, 300, 300)
     assert not (set(train) & set(val)) and not (set(train) & set(test)) and not (set(val) & set(test))
     assert shapes.split("test") == test
     with pytest.raises(ValueError, match="unknown split"):
@@ -130,14 +132,14 @@ def onnx_captioner(model: torch.nn.Module, tmp_path_factory: pytest.TempPathFact
 
 
 def test_pytorch_reference_names_the_objects(model: torch.nn.Module) -> None:
-    scenes = [shapes.make_scene(s) for s in SCENE_SEEDS]
+    scenes = [shapes.make_scene(s, plain=True) for s in SCENE_SEEDS]
     results = TorchCaptioner(model).caption([s.image for s in scenes], beam=3, max_len=30)
     for scene, r in zip(scenes, results):
         assert r.finished and names_every_object(r.caption, scene), (scene.seed, r.caption, scene.captions)
 
 
 def test_onnx_artifact_names_the_objects_like_the_reference(model: torch.nn.Module, onnx_captioner) -> None:
-    scenes = [shapes.make_scene(s) for s in SCENE_SEEDS]
+    scenes = [shapes.make_scene(s, plain=True) for s in SCENE_SEEDS]
     images = [s.image for s in scenes]
     got = onnx_captioner.caption(images, beam=3, max_len=30)
     ref = TorchCaptioner(model).caption(images, beam=3, max_len=30)
@@ -151,7 +153,7 @@ def test_onnx_artifact_names_the_objects_like_the_reference(model: torch.nn.Modu
 def test_runtime_takes_scene_files(onnx_captioner, tmp_path: Path) -> None:
     from PIL import Image
 
-    scene = shapes.make_scene(SCENE_SEEDS[0])
+    scene = shapes.make_scene(SCENE_SEEDS[0], plain=True)
     path = tmp_path / "scene.png"
     Image.fromarray(scene.image).save(path)
     [from_file] = onnx_captioner.caption([path], beam=3, max_len=30)
