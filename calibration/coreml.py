@@ -21,7 +21,7 @@ All of it runs on Linux. Activation quantization needs deployment target iOS 17
 / macOS 14 or later (the recipe's default). As in the ONNX recipe, the decoder
 graphs quantize only their linear layers and keep softmaxes in float
 (`QuantConfig.op_types`, `keep_float`); `--dynamic-decoder` makes them
-weight-only, and `--option int8=weights` (with an export context) makes every
+weight-only, and `--export-option int8=weights` (with an export context) makes every
 graph weight-only.
 
 The recipe needs the PyTorch model (Core ML has no ONNX importer). It is given

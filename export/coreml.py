@@ -2,12 +2,12 @@
 
 Each graph is traced from the PyTorch model (`torch.jit.trace`) and converted
 with `coremltools.convert(convert_to="mlprogram")` for a minimum deployment
-target (iOS 16 / macOS 13 by default, `--option deployment_target=iOS17`).
+target (iOS 16 / macOS 13 by default, `--export-option deployment_target=iOS17`).
 
 * The captioner's encoder takes an image (`ct.ImageType`, RGB): Core ML applies
   scale 1/255 and bias -mean, the graph divides by the ImageNet std, so an app
   passes a pixel buffer of the model's size and nothing else.
-  `--option encoder_input=tensor` exports the normalised float tensor instead.
+  `--export-option encoder_input=tensor` exports the normalised float tensor instead.
 * Batch axes are flexible: a range (`shapes=range`, 1..`max_batch`) or an
   enumerated set (`shapes=enumerated`, `batches=1,2,4`; one flexible input per
   graph below iOS 18, as Core ML requires). Other dynamic axes (audio
@@ -151,7 +151,7 @@ def convert_graph(module: nn.Module, graph: GraphSpec, feeds: dict[str, torch.Te
     target = opts.deployment_target
     if min_target and target_value(target) < target_value(min_target):
         raise ExportError(f"{info.name} graph {graph.name!r}: needs deployment target {min_target} or later "
-                          f"(Core ML's activation quantization), got --option deployment_target={target}")
+                          f"(Core ML's activation quantization), got --export-option deployment_target={target}")
     image = takes_image(info, graph, opts)
     if image:
         module = ImageInput(module, list(info.preprocessing["std"]))

@@ -128,7 +128,7 @@ def decoder_flexibility(info: "ModelInfo", graph: GraphSpec, opts: CoreMLOptions
     if opts.decoder_shapes == "enumerated":
         raise ExportError(f"{info.name} graph {graph.name!r}: {len(flexible)} inputs have a flexible row axis "
                           f"({', '.join(flexible)}); below {MULTI_ENUMERATED_TARGET} Core ML allows enumerated "
-                          f"shapes on one input only; use --option deployment_target={MULTI_ENUMERATED_TARGET} or "
+                          f"shapes on one input only; use --export-option deployment_target={MULTI_ENUMERATED_TARGET} or "
                           f"decoder_shapes=auto (a range whose default, {opts.default_beam} rows, runs on the "
                           f"Neural Engine)")
     return "range"
@@ -174,11 +174,11 @@ def _input_types(ct: Any, info: ModelInfo, graph: GraphSpec, feeds: dict[str, to
         other = {label for k in flexible for label in graph.dynamic_axes[k].values() if label != "batch"}
         if other:
             raise ExportError(f"{info.name} graph {graph.name!r}: enumerated shapes cover the batch axis only and "
-                              f"this graph has dynamic {', '.join(sorted(other))}; use --option shapes=range")
+                              f"this graph has dynamic {', '.join(sorted(other))}; use --export-option shapes=range")
         if len(flexible) > 1 and target_value(opts.deployment_target) < target_value("iOS18"):
             raise ExportError(f"{info.name} graph {graph.name!r}: {len(flexible)} inputs have a flexible batch "
                               f"({', '.join(flexible)}); below iOS 18 Core ML allows enumerated shapes on one "
-                              f"input only; use --option shapes=range or deployment_target=iOS18")
+                              f"input only; use --export-option shapes=range or deployment_target=iOS18")
     rows_mode = decoder_flexibility(info, graph, opts)
     rows, default_rows = decoder_rows(graph.name, opts) if rows_mode else ([], 0)
     types = []
@@ -217,7 +217,7 @@ def _input_types(ct: Any, info: ModelInfo, graph: GraphSpec, feeds: dict[str, to
                 hi = opts.axis_max.get(label, AXIS_MAX["batch"])
                 if not lo <= int(d) <= hi:
                     raise ExportError(f"{info.name} graph {graph.name!r}: example {name} has {label} {int(d)}, "
-                                      f"outside the exported range {lo}..{hi}; raise --option max_{label}")
+                                      f"outside the exported range {lo}..{hi}; raise --export-option max_{label}")
                 dims.append(ct.RangeDim(lower_bound=lo, upper_bound=hi, default=int(d)))
             shape = ct.Shape(dims)
         types.append(ct.TensorType(name=name, shape=shape, dtype=dtype))

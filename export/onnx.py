@@ -3,7 +3,7 @@
 Uses the TorchScript-based exporter (`dynamo=False`): with the captioner's
 matrix pooling it exports every model, it is much faster than the dynamo
 exporter, and its output is byte-identical from run to run (the dynamo
-exporter's is not), which the artifact hashes rely on. `--option exporter=dynamo`
+exporter's is not), which the artifact hashes rely on. `--export-option exporter=dynamo`
 selects the other one.
 """
 

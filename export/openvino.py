@@ -11,7 +11,7 @@ calibration/openvino.py (NNCF), from the fp32 ONNX artifact like every recipe.
 
 Users who only have an ONNX artifact convert it with `convert_onnx_artifact`
 (`python -m mmedge.export.openvino ONNX_DIR OUT_DIR`), which keeps that
-artifact's manifest fields and test vectors. `--option from_onnx=DIR` does the
+artifact's manifest fields and test vectors. `--export-option from_onnx=DIR` does the
 same inside `mmedge export`, for an ONNX artifact of the model being exported
 (checked: its test vectors must be this model's).
 """
@@ -191,7 +191,7 @@ def convert_onnx_artifact(onnx_dir: str | Path, out: str | Path, precision: str 
 
 
 def _from_onnx_option(ctx: ExportContext, onnx_dir: Path, dest: Path) -> list[GraphEntry]:
-    """`--option from_onnx=DIR` inside `mmedge export`: the registry writes this model's manifest and
+    """`--export-option from_onnx=DIR` inside `mmedge export`: the registry writes this model's manifest and
     test vectors next to the converted graphs, so the ONNX artifact must hold this very model."""
     src = read_manifest(onnx_dir)
     if src.format != "onnx" or src.model != ctx.spec.name:

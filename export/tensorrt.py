@@ -17,7 +17,7 @@ Precision per TensorRT release (decided by `plan_build`, a pure function):
 
 Every engine has one optimization profile: the batch axis (`batch`, and for the
 captioner's `decoder_step` rows = images x beams) and the other dynamic axes
-get min/opt/max from `--option batch=1,1,8 --option beam=1,3,5 --option
+get min/opt/max from `--export-option batch=1,1,8 --export-option beam=1,3,5 --option
 profile.AXIS=MIN,OPT,MAX`. Other options: `workspace=MIB`, `timing_cache=PATH|false`,
 `dla_core=N` (GPU fallback on unless `gpu_fallback=false`; DLA takes static shapes, so those
 engines are pinned to the opt shapes and the captioner's decoder graphs stay on the GPU), `version_compatible=true`,
@@ -159,11 +159,11 @@ def plan_build(trt_version: str, s: BuildSettings) -> BuildPlan:
         raise ExportError(f"hardware-compatible engines need TensorRT >= 8.6 (this is {trt_version})")
     dla = s.dla_core is not None
     if dla and s.precision == "fp32":
-        raise ExportError("DLA runs fp16 or int8 only; use --precision fp16|int8 or drop --option dla_core")
+        raise ExportError("DLA runs fp16 or int8 only; use --precision fp16|int8 or drop --export-option dla_core")
     if dla and s.hardware_compatibility != "none":
         raise ExportError("hardware-compatible engines cannot use DLA")
     if dla and dla_problem(trt_version):
-        raise ExportError(f"{dla_problem(trt_version)}; build for the GPU (drop --option dla_core) or on the board "
+        raise ExportError(f"{dla_problem(trt_version)}; build for the GPU (drop --export-option dla_core) or on the board "
                           f"with a TensorRT that has DLA")
     common: tuple[str, ...] = ()
     if dla and s.gpu_fallback:
@@ -173,7 +173,7 @@ def plan_build(trt_version: str, s: BuildSettings) -> BuildPlan:
     if row.fp16 == "typed":  # TensorRT 11+: strongly typed only, precision comes from the graph's types
         if s.precision == "int8" and s.int8_source == "calib":
             raise ExportError(f"TensorRT {trt_version} has no INT8 calibrators: int8 comes from the Q/DQ model "
-                              f"(--option int8_source=qdq)")
+                              f"(--export-option int8_source=qdq)")
         return BuildPlan(_TYPED_SOURCE[s.precision], True, common, False, dla)
     if s.strongly_typed:
         if s.int8_source == "calib":
@@ -232,9 +232,9 @@ def profile_shapes(pipeline: str, graph: GraphEntry, example: Mapping[str, tuple
                    extra: ManifestExtra | Mapping[str, Any] | None = None) -> Shapes:
     """input -> (min, opt, max) shapes of the engine's optimization profile.
 
-    `batch` axes take --option batch; a decoding step graph (hints.step: the captioner's
+    `batch` axes take --export-option batch; a decoding step graph (hints.step: the captioner's
     decoder_step), whose rows are images x beams, takes batch x beam. Other dynamic axes take
-    --option profile.AXIS or a default around the example's size (an audio input's from the
+    --export-option profile.AXIS or a default around the example's size (an audio input's from the
     manifest's extra.min_samples). With DLA (no dynamic shapes there) min = max = opt.
     """
     preprocessing = preprocessing or {}

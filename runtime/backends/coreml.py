@@ -126,7 +126,7 @@ class CoreMLSession(Session):
         if r.size and (r.min() < 0 or r.max() > 255 or float(np.abs(p - r).max()) > 1e-2):
             raise InputError(f"{self.package.name}: input {name!r} takes 8-bit RGB images (a pixel buffer, "
                              f"ct.ImageType) and this tensor is not one once the normalisation is undone; "
-                             f"export with --option encoder_input=tensor to feed float tensors")
+                             f"export with --export-option encoder_input=tensor to feed float tensors")
         return np.ascontiguousarray(r.astype(np.uint8).transpose(0, 2, 3, 1))
 
     def _run(self, feeds: Feeds) -> Feeds:

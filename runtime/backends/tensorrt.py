@@ -290,7 +290,7 @@ class TrtSession(Session):
         if len(lo) == len(shape) and any(s < a or s > b for s, a, b in zip(shape, lo, hi)):
             raise InputError(f"{self.path.name}: input {name!r} has shape {list(shape)}, outside the engine's "
                              f"optimization profile (min {list(lo)}, max {list(hi)}); rebuild the engine with a "
-                             f"wider profile (--option profile.AXIS=MIN,OPT,MAX)")
+                             f"wider profile (--export-option profile.AXIS=MIN,OPT,MAX)")
 
     def _scratch(self, name: str, nbytes: int) -> _DeviceBuffer:
         buf = self._buffers.get(name)
