@@ -203,6 +203,10 @@ def train_epoch(model: CaptionModel, opt: torch.optim.Optimizer, images: np.ndar
     losses: list[float] = []
 
     bar = None
+    plain_every = 0  # not a terminal (a log file, nohup): a plain line every 5% of the epoch instead
+    if progress and not sys.stderr.isatty():
+        plain_every, progress = max(1, len(batches) // 20), False
+    t0 = time.time()
     if progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
@@ -239,6 +243,10 @@ def train_epoch(model: CaptionModel, opt: torch.optim.Optimizer, images: np.ndar
             losses.append(loss.item())
             if bar is not None:
                 bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
+            elif plain_every and len(losses) % plain_every == 0:
+                done, elapsed = len(losses), time.time() - t0
+                log(f"  epoch {epoch + 1}/{args.epochs}: step {done}/{len(batches)}  loss "
+                    f"{np.mean(losses[-50:]):.3f}  {elapsed:.0f} s, ~{elapsed * (len(batches) - done) / done:.0f} s left")
     finally:
         if bar is not None:
             bar.stop()
