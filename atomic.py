@@ -34,6 +34,36 @@ def on_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back while a temp folder and its lock file are created or removed as a pair.
+
+    The CLI's handler raises KeyboardInterrupt between any two bytecodes; landing between
+    "lock file created" and "cleanup registered" (or halfway through a cleanup) left a stray
+    lock file beside the destination. Inside this block a SIGINT is only recorded; when the
+    block ends the previous handler gets it (so the KeyboardInterrupt comes right after).
+    A process-level signal mask would not do: Python runs handlers in the main thread even
+    when another thread (a BLAS or ONNX Runtime pool) took the signal. Outside the main thread
+    (where handlers cannot be changed) it changes nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, Any]] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if pending:
+            if callable(old):
+                old(*pending[0])
+            else:  # SIG_DFL or SIG_IGN: let the kernel apply it now
+                signal.raise_signal(signal.SIGINT)
+
+
 def check_interrupted() -> None:
     """Called right before a result is renamed into place: nothing is published after Ctrl-C."""
     if _interrupted:

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mmedge.atomic import FileLock, check_interrupted, make_folder, raise_write_error
+from mmedge.atomic import FileLock, check_interrupted, make_folder, raise_write_error, sigint_deferred
 from mmedge.errors import ArtifactError, MmedgeError
 from mmedge.runtime.manifest import Manifest, TensorSpec, write_manifest
 
@@ -97,9 +97,12 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     beside `dest` (`.<name>.lock`, opened without following links, removed after)."""
     dest = Path(dest)
     make_folder(dest.parent)
-    clean_stale(dest)
-    tmp, live = _new_temp(dest)
+    tmp: Path | None = None
+    live: FileLock | None = None
     try:
+        with sigint_deferred():  # the temp dir and its lock come into being as a pair
+            clean_stale(dest)
+            tmp, live = _new_temp(dest)
         yield tmp
         check_interrupted()
         os.chmod(tmp, 0o755)
@@ -112,11 +115,15 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with sigint_deferred():  # a second Ctrl-C must not cut the cleanup short
+                shutil.rmtree(tmp, ignore_errors=True)
         raise_write_error(e, dest)
         raise
     finally:
-        live.release()
+        if live is not None:
+            with sigint_deferred():
+                live.release()
 
 
 def tool_versions(*packages: str) -> dict[str, str]:

@@ -363,7 +363,7 @@ def test_ray_eval_matches_single_process(cluster: tuple, artifact: Path) -> None
     from mmedge.runtime import load
 
     address, env = cluster
-    p = subprocess.run(_cli("eval", "captioner", "-a", str(artifact), "--beam", "3", "--limit", "160",
+    p = subprocess.run(_cli("eval", "captioner", "-a", str(artifact), "--beam", "3", "--limit", "160", "--split", "test",
                             "--ray", address, "--json"), capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr
     (doc,) = json.loads(p.stdout)["results"]
