@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Sequence, Tuple, Union
 
 from mmedge.data import shapes
 
-ObjectKey = tuple[str, str]  # (colour, shape)
+ObjectKey = Tuple[str, str]  # (colour, shape)
 UNKNOWN = "?"
 SIZE_WORDS = frozenset(shapes.SIZES) | frozenset(shapes.SIZE_SYNONYM.values())
 COUNT_WORDS = {"a": 1, "an": 1, "single": 1, "one": 1, "two": 2, "pair": 2, "three": 3}
