@@ -54,7 +54,7 @@ def evaluate_captioner(predictor: CaptionPredictor, split: str = "test", beam: i
 
 def scene_objects(seeds: Sequence[int]) -> list[list[shapes.ShapeObject]]:
     """The objects of the scenes of `seeds` (any split), regenerated: for callers that did not keep them."""
-    return [shapes_oos.oos_layout(s)[0] if shapes_oos.is_oos_seed(s) else shapes_oos.scene(s).objects
+    return [shapes_oos.oos_layout(s)[0] if shapes_oos.is_oos_seed(s) else shapes.scene_layout(s)[0]
             for s in seeds]
 
 

@@ -26,15 +26,9 @@ def main() -> None:
     (HERE / "scenes").mkdir(parents=True, exist_ok=True)
     refs = {}
     test = shapes.split("test")
-    for i in SCENE_SEEDS:
-        scene = shapes.make_scene(test[i])
-        name = f"scene{i}.png"
-        Image.fromarray(scene.image).save(HERE / "scenes" / name, optimize=True)
-        refs[name] = scene.captions
-    oos = shapes.split("oos")
-    for i in OOS_SEEDS:
-        scene = shapes_oos.make_oos_scene(oos[i])
-        name = f"oos{i}.png"
+    drawn = [(f"scene{i}.png", shapes.make_scene(test[i])) for i in SCENE_SEEDS]
+    drawn += [(f"oos{i}.png", shapes_oos.make_oos_scene(shapes.split("oos")[i])) for i in OOS_SEEDS]
+    for name, scene in drawn:
         Image.fromarray(scene.image).save(HERE / "scenes" / name, optimize=True)
         refs[name] = scene.captions
     (HERE / "scenes" / "captions.json").write_text(json.dumps(refs, indent=1) + "\n")

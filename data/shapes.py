@@ -40,14 +40,7 @@ from mmedge.data import shape_render
 SIZE = 256
 SHAPES = ("circle", "square", "triangle")
 PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 35, 35),
-    "green": (35, 165, 55),
-    "blue": (40, 70, 220),
-    "yellow": (240, 215, 35),
-    "purple": (135, 45, 175),
-    "orange": (245, 135, 25),
-}
+COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")  # the names; how each looks: shape_render.HSV
 SIZES = ("small", "large")
 SIZE_SYNONYM = {"small": "little", "large": "big"}
 PLAIN_RADIUS = {"small": (15.0, 20.0), "large": (30.0, 38.0)}  # the plain style: the first generator's sizes
@@ -325,12 +318,22 @@ def layout_scene(rng: np.random.Generator, varied: bool = True) -> tuple[list[Sh
     return objs, "row", _captions_row(objs)
 
 
+def _scene_rng(seed: int, plain: bool) -> np.random.Generator:
+    return np.random.default_rng([int(seed), 0x5BA9E5 if not plain else 0x91A1])
+
+
+def scene_layout(seed: int, plain: bool = False) -> tuple[list[ShapeObject], str, list[str]]:
+    """What `make_scene(seed, plain)` holds (objects, layout, captions) without drawing it: the
+    layout is drawn from the scene's generator before its look."""
+    return layout_scene(_scene_rng(seed, plain), varied=not plain)
+
+
 def make_scene(seed: int, plain: bool = False) -> Scene:
     """The scene of `seed` (deterministic: same seed, same pixels and captions).
 
     `plain=True`: the first generator's look (256x256, filled upright shapes with hard edges, the
     old size ranges, no blur or JPEG), which the refocus examples use for pixel-exact depth edges."""
-    rng = np.random.default_rng([int(seed), 0x5BA9E5 if not plain else 0x91A1])
+    rng = _scene_rng(seed, plain)
     objs, layout, captions = layout_scene(rng, varied=not plain)
     style = shape_render.PLAIN if plain else shape_render.draw_style(rng)
     return Scene(int(seed), shape_render.render(objs, rng, style), captions, objs, layout)

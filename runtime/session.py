@@ -162,8 +162,9 @@ class Session(abc.ABC):
         return None
 
     def _run_reusing(self, feeds: Feeds, reuse: ReuseState) -> Feeds:
-        """Run in the reuse mode (called instead of `_run` while one is active)."""
-        raise NotImplementedError(f"{type(self).__name__} has no reuse mode")
+        """Run in the reuse mode (called instead of `_run` while one is active). Default: a plain
+        run; fresh arrays keep the mode's contract, so only the speed-up is the backend's own."""
+        return self._run(feeds)
 
     def _reuse_end(self) -> None:
         """Undo what the reuse mode left on the backend (bindings, tensors set on a request)."""
