@@ -146,20 +146,50 @@ def private_dir(name: str) -> Path:
         pass
     except OSError as e:
         raise InputError(f"{path}: cannot create a private folder ({e.strerror or e})") from None
-    st = os.lstat(path)
-    why = ""
-    if stat.S_ISLNK(st.st_mode):
-        why = "is a symbolic link"
-    elif not stat.S_ISDIR(st.st_mode):
-        why = "is not a folder"
-    elif uid is not None and st.st_uid != uid:
-        why = f"is owned by uid {st.st_uid}, not by this user (uid {uid})"
-    elif uid is not None and st.st_mode & 0o077:
-        why = f"is accessible to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    why = not_private(path)
     if why:
         raise InputError(f"{path}: {why}; refusing to use it as a private folder (remove it, or set TMPDIR "
                          f"to a folder of your own)")
     return path
+
+
+def not_private(path: Path) -> str:
+    """Why `path` is not a folder only this user can change ("" when it is one)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if uid is not None and st.st_uid != uid:
+        return f"is owned by uid {st.st_uid}, not by this user (uid {uid})"
+    if uid is not None and st.st_mode & 0o077:
+        return f"is accessible to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return ""
+
+
+def cache_home() -> Path:
+    """`$XDG_CACHE_HOME/mmedge` (default `~/.cache/mmedge`): where mmedge keeps what it can recompute."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mmedge"
+
+
+def private_cache_dir(name: str) -> tuple[Path | None, str]:
+    """`cache_home()/<name>`, created 0700 if absent -> (path, "") when only this user can change it,
+    else (None, why): a cache another user could write into is not read (its files would be trusted)."""
+    path = cache_home() / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        return None, f"{path}: cannot be created ({e.strerror or e})"
+    why = not_private(path)
+    return (None, f"{path}: {why}") if why else (path, "")
 
 
 class FileLock:

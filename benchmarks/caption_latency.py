@@ -60,6 +60,7 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -540,9 +541,18 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if not args.skip_cold_start:
         log("cold start: a new process, torch refused, loads the artifact and captions once ...")
         time.sleep(PAUSE_S)
-        cold = ct.cold_start(Path(artifact), image, builds[0].options, BEAM, STEPS)
-        if "error" not in cold and cold["tokens"] != eager_w.tokens:
-            cold["error"] = "its tokens differ from the eager loop's"
+        with tempfile.TemporaryDirectory(prefix="mmedge-cold-cache-") as cache_home:
+            # twice with one empty cache folder: the first run optimizes the graphs and keeps them
+            # (runtime/ort_cache.py), the second is the cold start every later process has
+            first = ct.cold_start(Path(artifact), image, builds[0].options, BEAM, STEPS, cache_home=Path(cache_home))
+            time.sleep(PAUSE_S)
+            cold = ct.cold_start(Path(artifact), image, builds[0].options, BEAM, STEPS, cache_home=Path(cache_home))
+        cold["first_run"] = first
+        for run in (first, cold):
+            if "error" not in run and run["tokens"] != eager_w.tokens:
+                run["error"] = "its tokens differ from the eager loop's"
+        if "error" in first and "error" not in cold:
+            cold["error"] = f"the first run: {first['error']}"
     mm = rows[0]["summary"]
     res = {
         "benchmark": "caption_latency", "model": "captioner", "config": CONFIG, "vocab_size": len(word_map),

@@ -12,11 +12,11 @@ hash, data digest, method) so that exporting for a second backend reuses them.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, List, Mapping
 
+from mmedge.atomic import cache_home
 from mmedge.calibration.data import CalibrationSet
 from mmedge.errors import UnknownNameError
 from mmedge.registry import Registry
@@ -61,8 +61,7 @@ class QuantConfig:
 def cache_dir(cfg: QuantConfig) -> Path:
     if cfg.cache_dir is not None:
         return Path(cfg.cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mmedge" / "calibration"
+    return cache_home() / "calibration"
 
 
 def cache_key(model_sha256: str, calib: CalibrationSet, cfg: QuantConfig, graph: str) -> str:

@@ -28,7 +28,6 @@ engines are pinned to the opt shapes and the captioner's decoder graphs stay on 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
-from mmedge.atomic import write_atomic
+from mmedge.atomic import cache_home, write_atomic
 from mmedge.errors import ExportError, MmedgeError
 from mmedge.export.onnx import OPTIONS as ONNX_OPTIONS
 from mmedge.export.registry import ExportContext, build_manifest, register_exporter
@@ -290,8 +289,7 @@ def _slug(text: str) -> str:
 
 
 def default_timing_cache(trt_version: str, gpu: GpuInfo) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mmedge" / "tensorrt" / \
+    return cache_home() / "tensorrt" / \
         f"timing-{trt_version}-{_slug(gpu.name)}-sm{gpu.compute_capability.replace('.', '')}.cache"
 
 

@@ -8,13 +8,22 @@ artifact copies it first.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
+
+# mmedge's caches (calibration ranges, ONNX Runtime's optimized graphs, TensorRT timing) go to a
+# folder of this test run, not the user's ~/.cache (subprocesses inherit it)
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mmedge-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

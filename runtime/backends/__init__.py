@@ -65,6 +65,8 @@ register_backend(BackendInfo(
                choices=("all", "extended", "basic", "disable")),
         Option("spinning", str, "on", "worker threads spin-wait after a run (session.intra_op.allow_spinning); "
                "off frees the cores for the Python work between calls", choices=("on", "off")),
+        Option("cache", str, "auto", "keep the optimized graph per machine in ~/.cache/mmedge/ort and load it "
+               "with the optimizers off (auto: graphs of 16 MB and more)", choices=("auto", "on", "off")),
     ))))
 register_backend(BackendInfo(
     "openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",),

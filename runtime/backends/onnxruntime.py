@@ -1,6 +1,6 @@
-"""ONNX Runtime session: graph optimizations on, threads configurable, and
-step-invariant inputs bound once through IOBinding so the decoder's features
-are not converted again at every beam-search step.
+"""ONNX Runtime session: graph optimizations on (the optimized graph of a large model cached per
+machine, `runtime/ort_cache.py`), threads configurable, and step-invariant inputs bound once
+through IOBinding so the decoder's features are not converted again at every beam-search step.
 
 `reuse_outputs()` is the mode beam search runs decoder_step in: inputs are wrapped as OrtValues
 sharing the numpy memory (no copy), and the outputs are written by ONNX Runtime straight into
@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from mmedge.errors import ArtifactError, InputError
+from mmedge.runtime import ort_cache
 from mmedge.runtime.backends.wrapped import ReuseState, WrapCache
 from mmedge.runtime.manifest import TensorSpec
 from mmedge.runtime.session import Feeds, Session
@@ -73,23 +74,36 @@ class OrtSession(Session):
 
     def __init__(self, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
                  threads: int | None = None, providers: list[str] | str | None = None,
-                 optimization: str = "all", spinning: str = "on") -> None:
+                 optimization: str = "all", spinning: str = "on", cache: str = "auto") -> None:
         super().__init__(path, inputs, outputs)
         if isinstance(providers, str):  # from the command line: "CUDAExecutionProvider,CPUExecutionProvider"
             providers = [p.strip() for p in providers.split(",") if p.strip()]
-        opts = ort.SessionOptions()
+        providers = providers or ["CPUExecutionProvider"]
         if optimization not in _OPT_LEVELS:
             raise InputError(f"onnxruntime option optimization={optimization!r}; valid: {', '.join(_OPT_LEVELS)}")
-        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[optimization])
-        opts.log_severity_level = 3
         if spinning not in ("on", "off"):
             raise InputError(f"onnxruntime option spinning={spinning!r}; valid: on, off")
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning == "on" else "0")
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+        if cache not in ort_cache.MODES:
+            raise InputError(f"onnxruntime option cache={cache!r}; valid: {', '.join(ort_cache.MODES)}")
+
+        def make(model: str, save_to: str | None) -> ort.InferenceSession:
+            opts = ort.SessionOptions()
+            level = "disable" if save_to == "off" else optimization  # "off": an already optimized graph
+            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
+            if save_to not in (None, "off"):
+                opts.optimized_model_filepath = save_to
+            opts.log_severity_level = 3
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning == "on" else "0")
+            if threads:
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+            return ort.InferenceSession(model, opts, providers=providers)
+
+        decision = ort_cache.decide(Path(path), optimization, cache, providers == ["CPUExecutionProvider"],
+                                    ort.__version__)
+        self.cache_entry = decision.entry  # (None: loaded without the cache; decision.why_not says why)
         try:
-            self.sess = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+            self.sess = ort_cache.load(Path(path), decision, make)
         except Exception as e:  # ORT raises its own exception types; one line for the user
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
