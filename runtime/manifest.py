@@ -18,7 +18,6 @@ names imply.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import stat
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mmedge.errors import ArtifactError, InputError
+from mmedge.runtime.hash_cache import file_sha256, sha256_file
 from mmedge.runtime.manifest_fields import OMIT_DEFAULT, JsonFields, fields_to_json, from_json, json_fields, spec
 from mmedge.runtime.manifest_sections import (TEST_VECTORS, Calibration, GraphCostFields, ManifestExtra,
                                               Preprocessing)
@@ -233,14 +233,6 @@ class Manifest:
                                               f"{words} (the vocabulary belongs to another model)")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def hash_files(root: Path) -> dict[str, str]:
     """sha256 of every file under `root` except the manifest itself."""
     return {p.relative_to(root).as_posix(): sha256_file(p)
@@ -294,7 +286,7 @@ def verify_files(root: Path, manifest: Manifest) -> None:
         raise ArtifactError(f"{root / vectors}: test vectors not listed in {MANIFEST}")
     for rel, digest in manifest.files.items():
         p = inside(root, rel, where, missing="{path}: missing (listed in " + MANIFEST + ")")
-        if sha256_file(p) != digest:
+        if file_sha256(p) != digest:  # (remembered per machine while the file is unchanged: hash_cache.py)
             raise ArtifactError(f"{p}: sha256 does not match {MANIFEST} (file changed or truncated); re-export it")
 
 
