@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from mmedge.atomic import private_cache_dir
 
-MIN_BYTES = 16 * 1024 * 1024  # `cache=auto`: smaller graphs optimize in milliseconds
+MIN_BYTES = 8 * 1024 * 1024  # `cache=auto`: smaller graphs optimize in milliseconds
 MAX_ENTRIES = 32
 MAX_BYTES = 4 * 1024 ** 3
 MODES = ("auto", "on", "off")

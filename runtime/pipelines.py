@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numbers
 import os
@@ -20,7 +20,7 @@ from mmedge.errors import ArtifactError, InputError
 from mmedge.runtime.batching import CaptionerSizes, auto_batch_size
 from mmedge.runtime.decode import DEFAULT_MAX_LEN, beam_search
 from mmedge.runtime.image import ImageLike, _check_depth_array, as_rgb_array, preprocess_image, read_depth
-from mmedge.runtime.manifest import Manifest, read_manifest
+from mmedge.runtime.manifest import GraphEntry, Manifest, read_manifest
 from mmedge.runtime.roles import DECODER_INIT, DECODER_STEP, ENCODER
 from mmedge.runtime.session import BACKENDS, Session, backend_for_format, open_session
 from mmedge.runtime.vocab import Vocabulary
@@ -32,12 +32,43 @@ class Pipeline:
     def __init__(self, root: Path, manifest: Manifest, backend: str, **options: Any) -> None:
         self.root, self.manifest, self.backend = root, manifest, backend
         self.sessions: dict[str, Session] = {}
+        def open_one(g: GraphEntry) -> Session:
+            return open_session(backend, root / g.file, g.inputs, g.outputs, **options)
+
+        graphs = list(manifest.graphs)
         try:
-            for g in manifest.graphs:
-                self.sessions[g.name] = open_session(backend, root / g.file, g.inputs, g.outputs, **options)
+            if len(graphs) > 1 and BACKENDS.get(backend).parallel_load:
+                self._open_parallel(graphs, open_one)
+            else:
+                for g in graphs:
+                    self.sessions[g.name] = open_one(g)
         except BaseException:  # a graph that fails to open: the ones opened before it are freed now
             self.close()
             raise
+
+    def _open_parallel(self, graphs: list[GraphEntry], open_one: Callable[[GraphEntry], Session]) -> None:
+        """Open the graphs side by side, largest first; the first error (in graph order) is raised once
+        every other session has been kept for close()."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        order = sorted(graphs, key=lambda g: -self._size(g))
+        with ThreadPoolExecutor(max_workers=min(len(graphs), 4), thread_name_prefix="mmedge-load") as pool:
+            futures = {g.name: pool.submit(open_one, g) for g in order}
+        first: BaseException | None = None
+        for g in graphs:
+            err = futures[g.name].exception()
+            if err is None:
+                self.sessions[g.name] = futures[g.name].result()
+            elif first is None:
+                first = err
+        if first is not None:
+            raise first
+
+    def _size(self, g: GraphEntry) -> int:
+        try:
+            return (self.root / g.file).stat().st_size
+        except OSError:
+            return 0
 
     @property
     def preprocessing(self) -> dict[str, Any]:

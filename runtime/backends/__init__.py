@@ -37,6 +37,9 @@ class BackendInfo:
     formats: tuple[str, ...]  # artifact formats it runs
     platforms: tuple[str, ...] = ()  # sys.platform values it can run on (empty: any)
     options: OptionSchema | None = None  # session options (`-O KEY=VALUE`, load(**options)); None: threads only
+    # the backend's sessions may be created in parallel threads (ONNX Runtime releases the GIL while it
+    # reads and initializes a graph: a pipeline's graphs load side by side)
+    parallel_load: bool = False
 
     def __post_init__(self) -> None:
         if self.options is None:
@@ -57,7 +60,7 @@ def register_backend(info: BackendInfo) -> None:
 
 register_backend(BackendInfo(
     "onnxruntime", "mmedge.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime", ("onnx",),
-    options=OptionSchema("onnxruntime session", (
+    parallel_load=True, options=OptionSchema("onnxruntime session", (
         THREADS,
         Option("providers", list, None, "execution providers, first preferred (default: CPUExecutionProvider)",
                metavar="A,B"),
@@ -66,7 +69,7 @@ register_backend(BackendInfo(
         Option("spinning", str, "on", "worker threads spin-wait after a run (session.intra_op.allow_spinning); "
                "off frees the cores for the Python work between calls", choices=("on", "off")),
         Option("cache", str, "auto", "keep the optimized graph per machine in ~/.cache/mmedge/ort and load it "
-               "with the optimizers off (auto: graphs of 16 MB and more)", choices=("auto", "on", "off")),
+               "with the optimizers off (auto: graphs of 8 MB and more)", choices=("auto", "on", "off")),
     ))))
 register_backend(BackendInfo(
     "openvino", "mmedge.runtime.backends.openvino", "openvino", "openvino", ("openvino",),
