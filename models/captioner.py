@@ -68,8 +68,8 @@ CONFIGS: dict[str, CaptionerConfig] = {
     "full": CaptionerConfig(),
     # trained on the synthetic shapes scenes (mmedge.data.shapes); weights shipped in models/weights/
     "demo": CaptionerConfig(
-        backbone=BackboneConfig(layers=(1, 1, 1, 1), widths=(16, 32, 32, 32), stem_width=16),
-        image_size=128, encoded_size=14, embed_dim=64, attention_dim=64, decoder_dim=128,
+        backbone=BackboneConfig(layers=(1, 1, 1, 1), widths=(24, 48, 64, 64), stem_width=24, strides=(1, 2, 2, 1)),
+        image_size=160, encoded_size=10, embed_dim=64, attention_dim=96, decoder_dim=160,
         vocab_size=len(shapes.vocabulary_words()) + 4, dropout=0.1, words=shapes.vocabulary_words(),
     ),
 }

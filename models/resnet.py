@@ -21,6 +21,8 @@ class BackboneConfig:
     layers: tuple[int, int, int, int] = (3, 4, 23, 3)  # ResNet-101
     widths: tuple[int, int, int, int] = (64, 128, 256, 512)
     stem_width: int = 64
+    # stride of each stage; (1, 2, 2, 1) keeps layer4 at 1/16 of the input (a finer grid for small objects)
+    strides: tuple[int, int, int, int] = (1, 2, 2, 2)
 
     @property
     def out_channels(self) -> int:
@@ -65,7 +67,7 @@ def _layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequentia
 
 
 def resnet_trunk(cfg: BackboneConfig) -> nn.Sequential:
-    """The ResNet without its avgpool and fc, output stride 32."""
+    """The ResNet without its avgpool and fc (output stride 32 with the default strides)."""
     mods: list[nn.Module] = [
         nn.Conv2d(3, cfg.stem_width, 7, stride=2, padding=3, bias=False),
         nn.BatchNorm2d(cfg.stem_width),
@@ -73,8 +75,8 @@ def resnet_trunk(cfg: BackboneConfig) -> nn.Sequential:
         nn.MaxPool2d(3, stride=2, padding=1),
     ]
     inplanes = cfg.stem_width
-    for i, (blocks, width) in enumerate(zip(cfg.layers, cfg.widths)):
-        mods.append(_layer(inplanes, width, blocks, stride=1 if i == 0 else 2))
+    for blocks, width, stride in zip(cfg.layers, cfg.widths, cfg.strides):
+        mods.append(_layer(inplanes, width, blocks, stride=stride))
         inplanes = width * Bottleneck.expansion
     trunk = nn.Sequential(*mods)
     for m in trunk.modules():  # torchvision's initialisation

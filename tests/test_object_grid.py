@@ -1,0 +1,77 @@
+"""The captioner trainer's per-cell object supervision (models/object_grid.py) and a short training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mmedge.data import shapes  # noqa: E402
+from mmedge.models.object_grid import CHANNELS, IGNORE, GridHead, grid_loss, grid_targets  # noqa: E402
+
+
+def _obj(shape: str, colour: str, size: str, x: float, y: float, r: float) -> shapes.ShapeObject:
+    return shapes.ShapeObject(shape, colour, size, x, y, r)
+
+
+def test_targets_mark_the_centre_cell_and_the_covered_cells() -> None:
+    small = _obj("triangle", "blue", "small", 40.0, 200.0, 10.0)
+    large = _obj("square", "orange", "large", 180.0, 64.0, 60.0)
+    t = grid_targets([[small, large]], 10)[0]
+    assert t.shape == (10, 10, 4) and t.dtype == np.int8
+    assert sorted(map(tuple, np.argwhere(t[..., 0] == 1))) == [(2, 7), (7, 1)]  # (row, col) = (y, x) * 10 / 256
+    assert tuple(t[7, 1, 1:]) == (shapes.COLOURS.index("blue"), shapes.SHAPES.index("triangle"), 0)
+    covered = np.argwhere(t[..., 2] == shapes.SHAPES.index("square"))
+    centres = (covered + 0.5) * 25.6
+    assert len(covered) > 9 and np.all(np.hypot(centres[:, 1] - 180, centres[:, 0] - 64) <= 48.0 + 1e-9)
+    assert (t[..., 2] == shapes.SHAPES.index("triangle")).sum() == 1  # a small object: its centre cell only
+    empty = (t[..., 0] == 0) & (t[..., 1] == IGNORE)
+    assert empty.sum() == 100 - 1 - len(covered) and np.all(t[empty][:, 1:] == IGNORE)
+
+
+def test_targets_of_generated_scenes_name_every_object() -> None:
+    for seed in range(40):
+        objs, _, _ = shapes.scene_layout(seed)
+        t = grid_targets([objs], 10)[0]
+        assert int(t[..., 0].sum()) == len(objs)
+        assert {shapes.SHAPES[k] for k in t[..., 2][t[..., 0] == 1]} == {o.shape for o in objs}
+
+
+def test_the_loss_is_low_for_right_answers_and_trains_the_grid() -> None:
+    torch.manual_seed(0)
+    head = GridHead(8)
+    objs = [[_obj("circle", "red", "large", 128.0, 128.0, 40.0)]]
+    targets = torch.from_numpy(grid_targets(objs, 4))
+    grid = torch.randn(1, 4, 4, 8, requires_grad=True)
+    loss = grid_loss(head, grid, targets)
+    loss.backward()
+    assert torch.isfinite(loss) and grid.grad is not None and float(grid.grad.abs().sum()) > 0
+    opt = torch.optim.Adam(list(head.parameters()) + [grid], lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        step = grid_loss(head, grid, targets)
+        step.backward()
+        opt.step()
+    assert float(step.detach()) < 0.1 * float(loss.detach())
+    out = head(grid).detach()
+    assert out.shape == (1, 4, 4, CHANNELS)
+    assert int(out[0, ..., 0].argmax()) == 2 * 4 + 2  # the centre (128, 128) lies in cell (2, 2)
+
+
+def test_a_short_training_run_writes_the_models_weights_only_and_resumes(tmp_path: Path) -> None:
+    from mmedge.models.captioner import CaptionModel, CONFIGS
+    from mmedge.models.train_captioner import main
+
+    common = ["--train-size", "8", "--val-size", "2", "--batch-size", "4", "--val-beam", "1", "--no-progress",
+              "--out", str(tmp_path / "c.pt"), "--checkpoint", str(tmp_path / "c.ckpt")]
+    main(["captioner", "--epochs", "1", *common])
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert set(state) == set(CaptionModel(CONFIGS["demo"]).state_dict())
+    ckpt = torch.load(tmp_path / "c.ckpt", weights_only=True)
+    assert "proj.weight" in ckpt["grid_head"] and ckpt["epoch"] == 0
+    assert {"object_accuracy", "hallucination_rate", "bleu4"} <= set(ckpt["history"][0])
+    main(["captioner", "--epochs", "2", "--resume", str(tmp_path / "c.ckpt"), *common])
+    assert torch.load(tmp_path / "c.ckpt", weights_only=True)["epoch"] == 1
