@@ -62,13 +62,17 @@ def main(argv: list[str] | None = None) -> int:
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for name, fmt, rep in reports:
         tasks = list(rep.task.items()) or [("-", {"fp32": float("nan"), "int8": float("nan")})]
-        for i, (g, sp) in enumerate(rep.speed.items()):
-            cos = min(o.cosine for o in rep.outputs if o.graph == g)
+        graphs = list(rep.speed.items())
+        for i in range(max(len(graphs), len(tasks))):  # a row per graph and per task metric
+            timing = "| | | | |"
+            g = ""
+            if i < len(graphs):
+                g, sp = graphs[i]
+                cos = min(o.cosine for o in rep.outputs if o.graph == g)
+                timing = f"| {sp['fp32_ms']:.2f} | {sp['int8_ms']:.2f} | {sp['speedup']:.2f}x | {cos:.4f} |"
             metric, vals = tasks[i] if i < len(tasks) else ("", None)
             fp, q = (f"{vals['fp32']:.4f}", f"{vals['int8']:.4f}") if vals and vals["fp32"] == vals["fp32"] else ("", "")
-            lines.append(f"| {name if i == 0 else ''} | {fmt if i == 0 else ''} | {g} | {sp['fp32_ms']:.2f} | "
-                         f"{sp['int8_ms']:.2f} | "
-                         f"{sp['speedup']:.2f}x | {cos:.4f} | {metric} | {fp} | {q} |")
+            lines.append(f"| {name if i == 0 else ''} | {fmt if i == 0 else ''} | {g} {timing} {metric} | {fp} | {q} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
