@@ -8,7 +8,8 @@ off it gives bit-identical outputs, loads several times faster and peaks at abou
 
 The optimized graph is specific to the machine (ORT warns that the NCHWc rewrite is), so the
 cache key is the ONNX Runtime version, the CPU (`runtime/cpu_features`), the optimization level
-and the source file's identity (resolved path, size, mtime, inode). Entries live in
+and the source file's identity (resolved path, size, mtime, ctime, inode: a rewritten graph
+never matches its old entry, even with its mtime put back). Entries live in
 `cache_home()/ort` (0700, refused when another user could write there: a planted graph would be
 run), are written atomically, are checked by loading (a file ORT refuses is removed and the
 source is optimized again), and are pruned oldest-first beyond `MAX_ENTRIES` / `MAX_BYTES`.
@@ -47,8 +48,8 @@ def _machine() -> str:
 
 def cache_key(source: Path, level: str, ort_version: str, machine: str) -> str:
     st = os.stat(source)
-    text = "|".join([str(source.resolve()), str(st.st_size), str(st.st_mtime_ns), str(st.st_ino), level,
-                     ort_version, machine])
+    text = "|".join([str(source.resolve()), str(st.st_size), str(st.st_mtime_ns), str(st.st_ctime_ns),
+                     str(st.st_ino), level, ort_version, machine])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
