@@ -61,17 +61,27 @@ def test_the_loss_is_low_for_right_answers_and_trains_the_grid() -> None:
     assert int(out[0, ..., 0].argmax()) == 2 * 4 + 2  # the centre (128, 128) lies in cell (2, 2)
 
 
-def test_a_short_training_run_writes_the_models_weights_only_and_resumes(tmp_path: Path) -> None:
+def test_a_short_training_run_writes_the_models_weights_only_and_resumes(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from mmedge.models.captioner import CaptionModel, CONFIGS
     from mmedge.models.train_captioner import main
 
     common = ["--train-size", "8", "--val-size", "2", "--batch-size", "4", "--val-beam", "1", "--no-progress",
               "--out", str(tmp_path / "c.pt"), "--checkpoint", str(tmp_path / "c.ckpt")]
-    main(["captioner", "--epochs", "1", *common])
+    # the trainer sets torch's threads and seed for its process: put them back for the tests after this one
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    rng = torch.get_rng_state()
+    try:
+        main(["captioner", "--epochs", "1", *common])
+    finally:
+        torch.set_rng_state(rng)
     state = torch.load(tmp_path / "c.pt", weights_only=True)
     assert set(state) == set(CaptionModel(CONFIGS["demo"]).state_dict())
     ckpt = torch.load(tmp_path / "c.ckpt", weights_only=True)
     assert "proj.weight" in ckpt["grid_head"] and ckpt["epoch"] == 0
     assert {"object_accuracy", "hallucination_rate", "bleu4"} <= set(ckpt["history"][0])
-    main(["captioner", "--epochs", "2", "--resume", str(tmp_path / "c.ckpt"), *common])
+    try:
+        main(["captioner", "--epochs", "2", "--resume", str(tmp_path / "c.ckpt"), *common])
+    finally:
+        torch.set_rng_state(rng)
     assert torch.load(tmp_path / "c.ckpt", weights_only=True)["epoch"] == 1

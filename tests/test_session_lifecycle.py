@@ -62,7 +62,7 @@ def test_a_graph_that_fails_to_open_closes_the_ones_opened_before(captioner: Pat
     real = session_mod.open_session
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if len(opened) == 2:
+        if Path(args[1]).name == "decoder_step.onnx":  # (the graphs open side by side: fail one by name)
             raise ArtifactError("third graph: broken")
         s = real(*args, **kwargs)
         opened.append(s)
