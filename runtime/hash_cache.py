@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from mmedge.atomic import private_cache_dir, write_atomic
+from mmedge.runtime.cache_entries import file_identity, prune
 
 MIN_BYTES = 4 * 1024 * 1024  # smaller files hash in about a millisecond
 MAX_ENTRIES = 4096
@@ -39,8 +40,7 @@ def file_sha256(path: Path) -> str:
     folder, _ = private_cache_dir("sha256")
     if folder is None:
         return sha256_file(path)
-    key = "|".join(str(v) for v in (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                                    st.st_ctime_ns))
+    key = file_identity(path)
     entry = folder / hashlib.sha256(key.encode()).hexdigest()
     try:
         with open(entry, "rb") as f:
@@ -52,20 +52,7 @@ def file_sha256(path: Path) -> str:
     digest = sha256_file(path)  # keyed by the stat taken before: a change while hashing gets a new key
     try:
         write_atomic(entry, digest)
-        _prune(folder)
+        prune(folder, MAX_ENTRIES)
     except Exception:  # a cache that cannot be written is only slower
         pass
     return digest
-
-
-def _prune(folder: Path) -> None:
-    def mtime(p: Path) -> float:
-        try:
-            return p.stat().st_mtime
-        except OSError:
-            return 0.0
-
-    names = list(folder.iterdir())
-    if len(names) > MAX_ENTRIES:
-        for p in sorted(names, key=mtime, reverse=True)[MAX_ENTRIES:]:
-            p.unlink(missing_ok=True)

@@ -8,8 +8,8 @@ off it gives bit-identical outputs, loads several times faster and peaks at abou
 
 The optimized graph is specific to the machine (ORT warns that the NCHWc rewrite is), so the
 cache key is the ONNX Runtime version, the CPU (`runtime/cpu_features`), the optimization level
-and the source file's identity (resolved path, size, mtime, ctime, inode: a rewritten graph
-never matches its old entry, even with its mtime put back). Entries live in
+and the source file's identity (`cache_entries.file_identity`: a rewritten graph never
+matches its old entry, even with its mtime put back). Entries live in
 `cache_home()/ort` (0700, refused when another user could write there: a planted graph would be
 run), are written atomically, are checked by loading (a file ORT refuses is removed and the
 source is optimized again), and are pruned oldest-first beyond `MAX_ENTRIES` / `MAX_BYTES`.
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mmedge.atomic import private_cache_dir
+from mmedge.runtime.cache_entries import TMP_PREFIX, file_identity, prune
 
 MIN_BYTES = 8 * 1024 * 1024  # `cache=auto`: smaller graphs optimize in milliseconds
 MAX_ENTRIES = 32
@@ -47,9 +48,7 @@ def _machine() -> str:
 
 
 def cache_key(source: Path, level: str, ort_version: str, machine: str) -> str:
-    st = os.stat(source)
-    text = "|".join([str(source.resolve()), str(st.st_size), str(st.st_mtime_ns), str(st.st_ctime_ns),
-                     str(st.st_ino), level, ort_version, machine])
+    text = "|".join([file_identity(source), level, ort_version, machine])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -87,7 +86,7 @@ def load(source: Path, decision: CacheDecision, make: Callable[[str, Optional[st
             return session
         except Exception:  # unreadable or from another ORT build: optimize the source again
             entry.unlink(missing_ok=True)
-    tmp = entry.with_name(f".tmp-{os.getpid()}-{entry.name}")
+    tmp = entry.with_name(f"{TMP_PREFIX}{os.getpid()}-{entry.name}")
     try:
         try:
             session = make(str(source), str(tmp))
@@ -96,31 +95,7 @@ def load(source: Path, decision: CacheDecision, make: Callable[[str, Optional[st
             return make(str(source), None)  # and a broken source raises its own error here
         if tmp.is_file():
             os.replace(tmp, entry)
-            prune(entry.parent)
+            prune(entry.parent, MAX_ENTRIES, MAX_BYTES, suffix=".onnx")
     finally:
         tmp.unlink(missing_ok=True)
     return session
-
-
-def prune(folder: Path, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES) -> None:
-    """Remove the least recently used entries beyond the limits (and temp files older than a day)."""
-    import time
-
-    entries = []
-    for p in folder.iterdir():
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        if p.name.startswith(".tmp-"):
-            if time.time() - st.st_mtime > 86400:
-                p.unlink(missing_ok=True)
-            continue
-        if p.suffix == ".onnx":
-            entries.append((st.st_mtime, st.st_size, p))
-    entries.sort(reverse=True)
-    total = 0
-    for k, (_, size, p) in enumerate(entries):
-        total += size
-        if k >= max_entries or total > max_bytes:
-            p.unlink(missing_ok=True)

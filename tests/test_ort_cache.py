@@ -111,15 +111,17 @@ def test_other_providers_and_off_bypass_the_cache(encoder) -> None:
 
 
 def test_prune_keeps_the_most_recently_used(tmp_path: Path) -> None:
+    from mmedge.runtime.cache_entries import prune
+
     for k in range(5):
         p = tmp_path / f"{k}.onnx"
         p.write_bytes(b"x" * 100)
         os.utime(p, (1000 + k, 1000 + k))
     (tmp_path / ".tmp-1-old.onnx").write_bytes(b"x")
     os.utime(tmp_path / ".tmp-1-old.onnx", (1, 1))
-    ort_cache.prune(tmp_path, max_entries=3, max_bytes=10_000)
+    prune(tmp_path, 3, 10_000, suffix=".onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2.onnx", "3.onnx", "4.onnx"]
-    ort_cache.prune(tmp_path, max_entries=3, max_bytes=250)
+    prune(tmp_path, 3, 250, suffix=".onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["3.onnx", "4.onnx"]
 
 
