@@ -22,6 +22,14 @@ DECODER_STEP = "decoder_step"
 DECODER_GRAPHS = (DECODER_INIT, DECODER_STEP)
 CAPTIONER_GRAPHS = (ENCODER, DECODER_INIT, DECODER_STEP)
 
+# Outputs int8 parity reports but does not judge (`runtime/parity.py`): the attention weights, a
+# softmax over the grid's cells, nearly one-hot on the random test vectors, where int8 rounding of
+# the attention logits moves a peak to a neighbouring cell. Cosine then reads a good build as broken
+# (the demo captioner's ONNX Runtime int8 build: alpha cosine 0.16 while beam search on the same
+# vectors gives identical captions and BLEU-4 on real scenes moves 0.6 points). Every output the
+# captions depend on is still judged.
+INT8_REPORTED_ONLY: dict[str, tuple[str, ...]] = {DECODER_STEP: ("alpha",)}
+
 # op types a static int8 recipe quantizes in a decoder: the recurrent state stays in float
 DECODER_QUANTIZE_OPS = ("MatMul", "Gemm")
 

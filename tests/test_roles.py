@@ -46,3 +46,16 @@ def test_no_package_module_keeps_its_own_decoder_list() -> None:
              and (DECODER_LIST.search(p.read_text(encoding="utf-8"))
                   or re.search(r"^DECODER_GRAPHS\s*=", p.read_text(encoding="utf-8"), re.M))]
     assert found == []
+
+
+def test_int8_reported_only_names_real_outputs_and_parity_reads_it() -> None:
+    """The parity exemption is declared with the graph roles and names outputs the graphs have."""
+    from mmedge.models import zoo
+    from mmedge.runtime import parity
+    from mmedge.runtime.roles import INT8_REPORTED_ONLY
+
+    spec = zoo.get("captioner")
+    for graph, outputs in INT8_REPORTED_ONLY.items():
+        assert set(outputs) <= set(spec.graph(graph).outputs), graph
+    assert parity.INT8_NOT_JUDGED == {"decoder_step.alpha"}
+    assert "decoder_step.log_probs" not in parity.INT8_NOT_JUDGED  # what the captions depend on stays judged
