@@ -13,9 +13,10 @@ and, for int8, accuracy reports).
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Mapping
 
 import numpy as np
 
@@ -197,8 +198,28 @@ def build_manifest(ctx: ExportContext, fmt: str, graphs: list[GraphEntry], tools
         labels=ctx.spec.labels(ctx.config), tools=dict(tools or {}), extra=extra.merged(ctx.manifest_extra.get(fmt)))
 
 
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch at one thread, put back after: a reduction split over N threads sums in another order,
+    so references recorded at the caller's thread count would differ in their last bits from one
+    run (or a test that changed the count) to the next, and a re-export would not be byte-identical."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
     """Inputs and reference outputs of every graph (and beam-search tokens for captioners)."""
+    with _one_torch_thread():
+        return _test_vectors(ctx)
+
+
+def _test_vectors(ctx: ExportContext) -> dict[str, np.ndarray]:
     vectors: dict[str, np.ndarray] = {}
     for graph in ctx.spec.graphs:
         feeds = ctx.examples(graph)
