@@ -35,16 +35,17 @@ CHANNELS = _n
 
 
 def grid_targets(objects: Sequence[Iterable[shapes.ShapeObject]], cells: int) -> np.ndarray:
-    """[N, cells, cells, 4] int8: objectness (0/1), colour, shape, size index (IGNORE on empty cells).
+    """[N, cells, cells, 5] int8: objectness (0/1), colour, shape, size index and the object's index in
+    its scene (IGNORE on empty cells; the index lets the loss weigh every object alike).
 
     Objects are in the 256 frame; the image is stretched to a square, so a cell's centre in
     normalised coordinates maps straight back to the frame."""
-    out = np.full((len(objects), cells, cells, 4), IGNORE, np.int8)
+    out = np.full((len(objects), cells, cells, 5), IGNORE, np.int8)
     out[..., 0] = 0
     centres = (np.arange(cells) + 0.5) * shapes.SIZE / cells
     cy, cx = np.meshgrid(centres, centres, indexing="ij")
     for n, objs in enumerate(objects):
-        for o in objs:
+        for k, o in enumerate(objs):
             inside = np.hypot(cx - o.x, cy - o.y) <= COVER * o.radius
             row = min(cells - 1, int(o.y * cells / shapes.SIZE))
             col = min(cells - 1, int(o.x * cells / shapes.SIZE))
@@ -52,6 +53,7 @@ def grid_targets(objects: Sequence[Iterable[shapes.ShapeObject]], cells: int) ->
             out[n, inside, 1] = shapes.COLOURS.index(o.colour)
             out[n, inside, 2] = shapes.SHAPES.index(o.shape)
             out[n, inside, 3] = shapes.SIZES.index(o.size)
+            out[n, inside, 4] = k
             out[n, row, col, 0] = 1
     return out
 
@@ -68,20 +70,39 @@ class GridHead(nn.Module):
         return self.proj(grid)
 
 
-def grid_loss(head: GridHead, grid: Tensor, targets: Tensor) -> Tensor:
+def grid_loss(head: GridHead, grid: Tensor, targets: Tensor, balance: bool = False) -> Tensor:
     """Objectness BCE + colour/shape/size cross-entropy on covered cells + position MSE.
-
-    grid [B, S, S, C]; targets [B, S, S, 4] (int, as `grid_targets`)."""
+    grid [B, S, S, C]; targets [B, S, S, 5] (int, as `grid_targets`). With `balance`, every
+    object weighs the same whatever its size: a large object covers a dozen cells and a small
+    one a single cell, so a plain mean over cells all but ignores the small objects, where the
+    captioner's remaining shape errors are."""
     out = head(grid)
     s = grid.shape[1]
     targets = targets.long()
     loss = F.binary_cross_entropy_with_logits(out[..., _SLICES["obj"]].squeeze(-1), targets[..., 0].float(),
                                               pos_weight=torch.tensor(float(s)))
+    weights = _object_weights(targets) if balance and targets.shape[-1] > 4 else None
     for k, name in enumerate(("colour", "shape", "size"), start=1):
         logits = out[..., _SLICES[name]].reshape(-1, _SLICES[name].stop - _SLICES[name].start)
         labels = targets[..., k].reshape(-1)
-        if bool((labels != IGNORE).any()):
+        if not bool((labels != IGNORE).any()):
+            continue
+        if weights is None:
             loss = loss + F.cross_entropy(logits, labels, ignore_index=IGNORE)
+        else:
+            per_cell = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
+            loss = loss + (per_cell * weights).sum() / weights.sum()
     coords = (torch.arange(s, dtype=grid.dtype) + 0.5) / s
     where = torch.stack(torch.meshgrid(coords, coords, indexing="ij"), dim=-1)  # [S, S, 2] (row, col)
     return loss + F.mse_loss(out[..., _SLICES["pos"]], where.expand_as(out[..., _SLICES["pos"]])) * 10.0
+
+
+def _object_weights(targets: Tensor) -> Tensor:
+    """[B*S*S] weight of each covered cell: 1 / (cells its object covers); 0 on empty cells."""
+    b = targets.shape[0]
+    ids = targets[..., 4].reshape(b, -1)  # object index per cell, IGNORE where none
+    covered = ids != IGNORE
+    onehot = F.one_hot(ids.clamp(min=0), num_classes=int(ids.max().clamp(min=0)) + 1) * covered[..., None]
+    counts = onehot.sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1, K] cells per object
+    per_cell = (onehot / counts).sum(dim=-1)  # [B, S*S]
+    return per_cell.reshape(-1).float()

@@ -75,6 +75,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "(the tutorial's 1.0 spreads the attention over the background)")
     p.add_argument("--grid-loss", type=float, default=1.0,
                    help="weight of the per-cell object supervision of the encoder grid (0: caption loss only)")
+    p.add_argument("--balance-objects", action="store_true",
+                   help="weigh every object alike in the grid loss (a small object covers one cell, a large a dozen)")
+    p.add_argument("--canonical", action="store_true",
+                   help="always train on the first (template) reference beside the random ones, so the model prefers "
+                        "one of the nearly tied paraphrases and reduced-precision builds pick the same sentence")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (a checkpoint's best model, or plain weights) with a fresh schedule")
     p.add_argument("--grad-clip", type=float, default=5.0, help="clip gradients at this absolute value")
     p.add_argument("--train-size", type=int, default=None, help="use the first N training scenes")
     p.add_argument("--val-size", type=int, default=None, help="use the first N validation scenes")
@@ -207,6 +214,24 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def init_weights(model: CaptionModel, head: GridHead, path: Path) -> None:
+    """Load a fine-tune's starting weights: a training checkpoint's best model (and its grid head), or plain weights."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # (a missing, truncated or pickled-code file)
+        raise SystemExit(f"error: {path}: not a readable captioner checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise SystemExit(f"error: {path}: expected a captioner checkpoint or state dict")
+    weights = state.get("best_model") or state.get("model") or state
+    try:
+        model.load_state_dict(weights)
+        if isinstance(state.get("grid_head"), dict):
+            head.load_state_dict(state["grid_head"])
+    except RuntimeError as exc:
+        raise SystemExit(f"error: {path}: not weights of this captioner config ({str(exc).splitlines()[0]})") from None
+    log(f"starting from the weights in {path}")
+
+
 # ------------------------------------------------------------------ training
 def train_epoch(model: CaptionModel, head: GridHead, opt: torch.optim.Optimizer, images: np.ndarray, ids: Tensor,
                 lengths: Tensor, grids: Tensor, normalise: Normalise, args: argparse.Namespace, epoch: int, step: int,
@@ -240,6 +265,9 @@ def train_epoch(model: CaptionModel, head: GridHead, opt: torch.optim.Optimizer,
                 group["lr"] = lr_at(step, total_steps, args.lr, args.warmup_steps)
             x = normalise(images[idx])
             pick = np.argsort(rng.random((len(idx), ids.shape[1])), axis=1)[:, :k]  # k of the 5 references
+            if args.canonical:  # the template reference always, and k - 1 others at random
+                others = np.argsort(rng.random((len(idx), ids.shape[1] - 1)), axis=1)[:, :k - 1] + 1
+                pick = np.concatenate([np.zeros((len(idx), 1), np.int64), others], axis=1)
             caps = ids[idx[:, None], pick].reshape(len(idx) * k, -1)
             caplens = lengths[idx[:, None], pick].reshape(-1, 1)
             grid = model.encoder(x)
@@ -252,7 +280,7 @@ def train_epoch(model: CaptionModel, head: GridHead, opt: torch.optim.Optimizer,
             if args.alpha_c:
                 loss = loss + args.alpha_c * ((1.0 - alphas.sum(dim=1)) ** 2).mean()
             if args.grid_loss:
-                loss = loss + args.grid_loss * grid_loss(head, grid, grids[idx])
+                loss = loss + args.grid_loss * grid_loss(head, grid, grids[idx], balance=args.balance_objects)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.grad_clip:
@@ -310,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     steps_per_epoch = math.ceil(len(images) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     start_epoch, step, best, best_state, history = 0, 0, -1.0, None, []
+    if args.init is not None and args.resume is None:
+        init_weights(model, head, args.init)
     if args.resume is not None:
         ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])

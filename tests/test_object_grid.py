@@ -21,9 +21,9 @@ def test_targets_mark_the_centre_cell_and_the_covered_cells() -> None:
     small = _obj("triangle", "blue", "small", 40.0, 200.0, 10.0)
     large = _obj("square", "orange", "large", 180.0, 64.0, 60.0)
     t = grid_targets([[small, large]], 10)[0]
-    assert t.shape == (10, 10, 4) and t.dtype == np.int8
+    assert t.shape == (10, 10, 5) and t.dtype == np.int8
     assert sorted(map(tuple, np.argwhere(t[..., 0] == 1))) == [(2, 7), (7, 1)]  # (row, col) = (y, x) * 10 / 256
-    assert tuple(t[7, 1, 1:]) == (shapes.COLOURS.index("blue"), shapes.SHAPES.index("triangle"), 0)
+    assert tuple(t[7, 1, 1:]) == (shapes.COLOURS.index("blue"), shapes.SHAPES.index("triangle"), 0, 0)
     covered = np.argwhere(t[..., 2] == shapes.SHAPES.index("square"))
     centres = (covered + 0.5) * 25.6
     assert len(covered) > 9 and np.all(np.hypot(centres[:, 1] - 180, centres[:, 0] - 64) <= 48.0 + 1e-9)
@@ -61,6 +61,33 @@ def test_the_loss_is_low_for_right_answers_and_trains_the_grid() -> None:
     assert int(out[0, ..., 0].argmax()) == 2 * 4 + 2  # the centre (128, 128) lies in cell (2, 2)
 
 
+def test_balanced_loss_weighs_a_small_object_as_much_as_a_large_one() -> None:
+    small = _obj("triangle", "blue", "small", 40.0, 200.0, 10.0)
+    large = _obj("square", "orange", "large", 180.0, 64.0, 60.0)
+    targets = torch.from_numpy(grid_targets([[small, large]], 10))
+    assert tuple(targets[0, 7, 1, 1:].tolist()) == (shapes.COLOURS.index("blue"), shapes.SHAPES.index("triangle"), 0, 0)
+    from mmedge.models.object_grid import _object_weights
+    w = _object_weights(targets.long()).reshape(10, 10)
+    assert float(w[7, 1]) == 1.0  # the small object's single cell
+    big = targets[0, ..., 4] == 1
+    assert int(big.sum()) > 9 and torch.allclose(w[big].sum(), torch.tensor(1.0))
+    assert float(w[targets[0, ..., 4] == IGNORE].abs().sum()) == 0.0
+    # a head that gets only the small object's shape wrong: the balanced loss sees it, the plain mean hardly
+    head = GridHead(CHANNELS)
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.eye(CHANNELS))
+        head.proj.bias.zero_()
+    from mmedge.models.object_grid import _SLICES
+    grid = torch.zeros(1, 10, 10, CHANNELS)
+    for cell in zip(*np.nonzero(targets[0, ..., 2].numpy() != IGNORE)):
+        shape = int(targets[0, cell[0], cell[1], 2])
+        wrong = shape if int(targets[0, cell[0], cell[1], 4]) == 1 else (shape + 1) % len(shapes.SHAPES)
+        grid[0, cell[0], cell[1], _SLICES["shape"].start + wrong] = 20.0
+    plain = float(grid_loss(head, grid, targets))
+    balanced = float(grid_loss(head, grid, targets, balance=True))
+    assert balanced > plain + 3.0
+
+
 def test_a_short_training_run_writes_the_models_weights_only_and_resumes(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from mmedge.models.captioner import CaptionModel, CONFIGS
@@ -85,3 +112,22 @@ def test_a_short_training_run_writes_the_models_weights_only_and_resumes(tmp_pat
     finally:
         torch.set_rng_state(rng)
     assert torch.load(tmp_path / "c.ckpt", weights_only=True)["epoch"] == 1
+    # a fine-tune starts from those weights with a fresh schedule, the template reference and balanced objects
+    first = torch.load(tmp_path / "c.pt", weights_only=True)
+    fine = ["--train-size", "8", "--val-size", "2", "--batch-size", "4", "--val-beam", "1", "--no-progress",
+            "--out", str(tmp_path / "f.pt"), "--checkpoint", str(tmp_path / "f.ckpt")]
+    try:
+        main(["captioner", "--epochs", "1", "--lr", "1e-9", "--init", str(tmp_path / "c.ckpt"), "--canonical",
+              "--balance-objects", *fine])
+    finally:
+        torch.set_rng_state(rng)
+    tuned = torch.load(tmp_path / "f.pt", weights_only=True)
+    assert torch.load(tmp_path / "f.ckpt", weights_only=True)["epoch"] == 0
+    best = torch.load(tmp_path / "c.ckpt", weights_only=True)["best_model"]
+    # (an lr of 1e-9 moves no weight visibly: the run started from the checkpoint's best model)
+    weights = [k for k in best if "running_" not in k and "num_batches" not in k]  # (BatchNorm's statistics move)
+    assert weights and all(torch.allclose(tuned[k], best[k], atol=1e-5) for k in weights)
+    assert not all(torch.equal(first[k], CaptionModel(CONFIGS["demo"]).state_dict()[k]) for k in first)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="bad.pt: not a readable captioner checkpoint"):
+        main(["captioner", "--epochs", "1", "--init", str(tmp_path / "bad.pt"), *fine])
