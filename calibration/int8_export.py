@@ -69,7 +69,7 @@ def export_int8(ctx: ExportContext, req: ExportRequest, log: Log = lambda s: Non
             log(f"quantizing {ctx.spec.name} ({ctx.config_name}) to {fmt} int8 -> {dest}")
             with atomic_dir(dest) as tmp:
                 manifest = _quantize(ctx, fmt, fn, fp32, fp32_dir, calib, tmp, qcfg, vectors)
-                rep = _measure(fmt, fp32, tmp, manifest, dest, req.report, log)
+                rep = _measure(fmt, fp32, tmp, manifest, dest, req.report, log, req.report_scenes)
                 if rep is not None:
                     reports.append(rep)
             written.append(dest)
@@ -110,7 +110,7 @@ def _quantize(ctx: ExportContext, fmt: str, fn: Recipe, fp32: Pipeline, fp32_dir
 
 
 def _measure(fmt: str, fp32: Pipeline, tmp: Path, manifest: Manifest, dest: Path, report: bool,
-             log: Log) -> Int8Report | None:
+             log: Log, scenes: int = 100) -> Int8Report | None:
     """The accuracy report of the artifact in `tmp` (stored in its manifest), or None where it is not
     asked for or its backend cannot run here."""
     from mmedge.runtime.pipelines import load
@@ -124,7 +124,7 @@ def _measure(fmt: str, fp32: Pipeline, tmp: Path, manifest: Manifest, dest: Path
     from mmedge.calibration.report import build_report
 
     log("measuring int8 vs fp32 (held-out samples, task metric, speed)")
-    rep = build_report(fp32, load(tmp))
+    rep = build_report(fp32, load(tmp), limit=scenes)
     rep.fp32, rep.int8 = "fp32 (onnx)", str(dest)
     manifest.extra.int8_report = rep.to_json()
     finish(tmp, manifest)

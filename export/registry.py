@@ -149,6 +149,7 @@ class ExportRequest:
     calib: Any = None  # calibration.data.CalibSource (int8)
     quant: Any = None  # calibration.recipes.QuantConfig (int8)
     report: bool = True  # int8: build the accuracy report
+    report_scenes: int = 100  # int8: test items its task metrics are measured on
     manifest_extra: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # format -> extra (--precision auto)
 
 

@@ -80,6 +80,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--canonical", action="store_true",
                    help="always train on the first (template) reference beside the random ones, so the model prefers "
                         "one of the nearly tied paraphrases and reduced-precision builds pick the same sentence")
+    p.add_argument("--keep", choices=("best", "last"), default="best",
+                   help="weights written to --out: the epoch with the best validation BLEU-4, or the last epoch "
+                        "(a fine-tune's cosine schedule ends at its lowest learning rate)")
     p.add_argument("--init", type=Path, default=None,
                    help="start from these weights (a checkpoint's best model, or plain weights) with a fresh schedule")
     p.add_argument("--grad-clip", type=float, default=5.0, help="clip gradients at this absolute value")
@@ -380,9 +383,10 @@ def main(argv: list[str] | None = None) -> None:
             log(f"stopping after epoch {epoch + 1}: --max-minutes {args.max_minutes} reached")
             break
     assert best_state is not None
-    save_checkpoint(best_state, args.out)
+    save_checkpoint(plain_state(model) if args.keep == "last" else best_state, args.out)
     size = args.out.stat().st_size
-    log(f"wrote {args.out} ({size / 1e6:.2f} MB, best val BLEU-4 {best:.4f}) in {time.time() - t_start:.0f} s")
+    kept = "the last epoch" if args.keep == "last" else f"best val BLEU-4 {best:.4f}"
+    log(f"wrote {args.out} ({size / 1e6:.2f} MB, {kept}) in {time.time() - t_start:.0f} s")
     log(installed_hint(args.out, "captioner", args.config))
 
 

@@ -118,10 +118,12 @@ def test_a_short_training_run_writes_the_models_weights_only_and_resumes(tmp_pat
             "--out", str(tmp_path / "f.pt"), "--checkpoint", str(tmp_path / "f.ckpt")]
     try:
         main(["captioner", "--epochs", "1", "--lr", "1e-9", "--init", str(tmp_path / "c.ckpt"), "--canonical",
-              "--balance-objects", *fine])
+              "--balance-objects", "--keep", "last", *fine])
     finally:
         torch.set_rng_state(rng)
     tuned = torch.load(tmp_path / "f.pt", weights_only=True)
+    last = torch.load(tmp_path / "f.ckpt", weights_only=True)["model"]
+    assert all(torch.equal(tuned[k], last[k]) for k in last)  # --keep last: the last epoch's weights
     assert torch.load(tmp_path / "f.ckpt", weights_only=True)["epoch"] == 0
     best = torch.load(tmp_path / "c.ckpt", weights_only=True)["best_model"]
     # (an lr of 1e-9 moves no weight visibly: the run started from the checkpoint's best model)
