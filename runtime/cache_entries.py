@@ -9,6 +9,7 @@ rewritten with its mtime put back never matches its old entry.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -22,24 +23,38 @@ def file_identity(path: Path) -> str:
                                      st.st_ctime_ns))
 
 
-def prune(folder: Path, max_entries: int, max_bytes: int | None = None, suffix: str = "") -> None:
+def prune(folder: Path, max_entries: int, max_bytes: int | None = None, suffix: str = "",
+          companion: str | None = None) -> None:
     """Remove the least recently used entries (by mtime; a hit touches its entry) beyond `max_entries`
-    or `max_bytes`, and temp files older than a day. Only names ending in `suffix` are entries."""
-    entries = []
+    or `max_bytes`, and temp files or folders older than a day. Only names ending in `suffix` are
+    entries; an entry's `companion` (its name with `suffix` replaced, e.g. its weights file) is
+    counted and removed with it, and one left without its entry for a day is removed."""
+    entries, companions = [], {}
     now = time.time()
     for p in folder.iterdir():
         try:
-            st = p.stat()
+            st = p.lstat()
         except OSError:
             continue
         if p.name.startswith(TMP_PREFIX):
             if now - st.st_mtime > 86400:
-                p.unlink(missing_ok=True)
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        elif companion and p.name.endswith(companion):
+            companions[p.name[:-len(companion)]] = (st, p)
         elif p.name.endswith(suffix):
-            entries.append((st.st_mtime, st.st_size, p))
-    entries.sort(reverse=True)
+            entries.append([st.st_mtime, st.st_size, p])
+    for e in entries:  # an entry's size includes its companion's
+        stem = e[2].name[:len(e[2].name) - len(suffix)] if suffix else e[2].name
+        if stem in companions:
+            e[1] += companions.pop(stem)[0].st_size
+            e.append(e[2].with_name(stem + (companion or "")))
+    for st, p in companions.values():  # orphans: the entry was removed, or its write never finished
+        if now - st.st_mtime > 86400:
+            p.unlink(missing_ok=True)
+    entries.sort(key=lambda e: e[0], reverse=True)
     total = 0
-    for k, (_, size, p) in enumerate(entries):
+    for k, (_, size, *paths) in enumerate(entries):
         total += size
         if k >= max_entries or (max_bytes is not None and total > max_bytes):
-            p.unlink(missing_ok=True)
+            for p in paths:
+                p.unlink(missing_ok=True)

@@ -6,6 +6,10 @@ process holds the parsed model and its rewritten copy at once. ONNX Runtime can 
 optimized graph out (`SessionOptions.optimized_model_filepath`); loaded back with the optimizers
 off it gives bit-identical outputs, loads several times faster and peaks at about half the memory.
 
+The optimized graph's weights are written beside it (`<key>.data`, ORT's external initializers)
+and memory-mapped when it loads: the 170 MB encoder then loads in 0.015 s instead of 0.4 s
+(protobuf parsing and copying every weight), and the pages are shared with the page cache.
+
 The optimized graph is specific to the machine (ORT warns that the NCHWc rewrite is), so the
 cache key is the ONNX Runtime version, the CPU (`runtime/cpu_features`), the optimization level
 and the source file's identity (`cache_entries.file_identity`: a rewritten graph never
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -30,6 +36,8 @@ MIN_BYTES = 8 * 1024 * 1024  # `cache=auto`: smaller graphs optimize in millisec
 MAX_ENTRIES = 32
 MAX_BYTES = 4 * 1024 ** 3
 MODES = ("auto", "on", "off")
+SUFFIX, DATA_SUFFIX = ".onnx", ".data"
+EXTERNAL_MIN_BYTES = 1024  # weights at least this large go to the mmapped data file
 
 
 @dataclass(frozen=True)
@@ -69,13 +77,25 @@ def decide(source: Path, level: str, mode: str, cpu_only: bool, ort_version: str
     folder, why = private_cache_dir("ort")
     if folder is None:
         return CacheDecision(None, why)
-    return CacheDecision(folder / f"{cache_key(source, level, ort_version, _machine())}.onnx")
+    return CacheDecision(folder / f"{cache_key(source, level, ort_version, _machine())}{SUFFIX}")
+
+
+def save_config(save_to: str) -> dict[str, str]:
+    """ONNX Runtime session config entries that write the optimized graph's weights beside it
+    (`<name>.data`, a name relative to the graph's folder) for `make` to add when saving."""
+    return {"session.optimized_model_external_initializers_file_name": Path(save_to).stem + DATA_SUFFIX,
+            "session.optimized_model_external_initializers_min_size_in_bytes": str(EXTERNAL_MIN_BYTES)}
+
+
+def _remove(entry: Path) -> None:
+    entry.unlink(missing_ok=True)
+    entry.with_suffix(DATA_SUFFIX).unlink(missing_ok=True)
 
 
 def load(source: Path, decision: CacheDecision, make: Callable[[str, Optional[str]], Any]) -> Any:
     """A session of `source` through the cache: `make(path, save_to)` builds one (optimizers as the
-    caller set them, writing the optimized graph to `save_to` when given); `make(entry, "off")`
-    means load an optimized graph with the optimizers off."""
+    caller set them, writing the optimized graph to `save_to` when given, with `save_config`);
+    `make(entry, "off")` means load an optimized graph with the optimizers off."""
     entry = decision.entry
     if entry is None:
         return make(str(source), None)
@@ -84,18 +104,22 @@ def load(source: Path, decision: CacheDecision, make: Callable[[str, Optional[st
             session = make(str(entry), "off")
             os.utime(entry)  # most recently used: pruned last
             return session
-        except Exception:  # unreadable or from another ORT build: optimize the source again
-            entry.unlink(missing_ok=True)
-    tmp = entry.with_name(f"{TMP_PREFIX}{os.getpid()}-{entry.name}")
+        except Exception:  # unreadable, its weights missing, or from another ORT build: optimize again
+            _remove(entry)
+    # written into a private temp folder, then moved in weights first: an entry is never seen without them
+    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=entry.parent))
     try:
+        staged = staging / entry.name
         try:
-            session = make(str(source), str(tmp))
+            session = make(str(source), str(staged))
         except Exception:  # (a graph ORT cannot write back, e.g. over 2 GB): load it as it is
-            tmp.unlink(missing_ok=True)
             return make(str(source), None)  # and a broken source raises its own error here
-        if tmp.is_file():
-            os.replace(tmp, entry)
-            prune(entry.parent, MAX_ENTRIES, MAX_BYTES, suffix=".onnx")
+        if staged.is_file():
+            data = staged.with_suffix(DATA_SUFFIX)
+            if data.is_file():
+                os.replace(data, entry.with_suffix(DATA_SUFFIX))
+            os.replace(staged, entry)
+            prune(entry.parent, MAX_ENTRIES, MAX_BYTES, suffix=SUFFIX, companion=DATA_SUFFIX)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return session

@@ -85,6 +85,20 @@ def test_a_broken_entry_is_replaced(encoder, tmp_path: Path) -> None:
     assert again.cache_entry == entry and entry.stat().st_size > 1000
     out = again.run(feeds)
     assert all(np.array_equal(out[k], v) for k, v in ref.items())
+    entry.with_suffix(".data").unlink()  # the weights file lost: the entry is rebuilt, not half-loaded
+    third = _session(path, g, cache="on")
+    assert entry.with_suffix(".data").is_file()
+    assert all(np.array_equal(third.run(feeds)[k], v) for k, v in ref.items())
+
+
+def test_the_weights_are_kept_beside_the_graph(encoder, tmp_path: Path) -> None:
+    """The optimized graph's weights go to `<key>.data`, memory-mapped on load: the graph file itself
+    holds the structure only, and nothing is left in the cache folder but the entry and its weights."""
+    path, g, feeds = encoder
+    entry = _session(path, g, cache="on").cache_entry
+    data = entry.with_suffix(".data")
+    assert data.stat().st_size > 0.5 * path.stat().st_size > entry.stat().st_size  # (small weights stay inline)
+    assert sorted(p.name for p in entry.parent.iterdir()) == sorted([entry.name, data.name])
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
@@ -117,12 +131,20 @@ def test_prune_keeps_the_most_recently_used(tmp_path: Path) -> None:
         p = tmp_path / f"{k}.onnx"
         p.write_bytes(b"x" * 100)
         os.utime(p, (1000 + k, 1000 + k))
+        p.with_suffix(".data").write_bytes(b"w" * 50)  # its weights: counted and removed with it
     (tmp_path / ".tmp-1-old.onnx").write_bytes(b"x")
     os.utime(tmp_path / ".tmp-1-old.onnx", (1, 1))
-    prune(tmp_path, 3, 10_000, suffix=".onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["2.onnx", "3.onnx", "4.onnx"]
-    prune(tmp_path, 3, 250, suffix=".onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.onnx", "4.onnx"]
+    (tmp_path / ".tmp-2-dir").mkdir()  # an interrupted write's staging folder
+    (tmp_path / ".tmp-2-dir" / "a.onnx").write_bytes(b"x")
+    os.utime(tmp_path / ".tmp-2-dir", (1, 1))
+    (tmp_path / "orphan.data").write_bytes(b"w")
+    os.utime(tmp_path / "orphan.data", (1, 1))
+    (tmp_path / "fresh.data").write_bytes(b"w")  # maybe an entry being written now: kept
+    prune(tmp_path, 3, 10_000, suffix=".onnx", companion=".data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2.data", "2.onnx", "3.data", "3.onnx", "4.data",
+                                                          "4.onnx", "fresh.data"]
+    prune(tmp_path, 3, 350, suffix=".onnx", companion=".data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.data", "3.onnx", "4.data", "4.onnx", "fresh.data"]
 
 
 def test_the_option_is_checked(encoder) -> None:

@@ -92,6 +92,8 @@ class OrtSession(Session):
             opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
             if save_to not in (None, "off"):
                 opts.optimized_model_filepath = save_to
+                for key, value in ort_cache.save_config(save_to).items():
+                    opts.add_session_config_entry(key, value)
             opts.log_severity_level = 3
             opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning == "on" else "0")
             if threads:
