@@ -46,16 +46,63 @@ def grid_targets(objects: Sequence[Iterable[shapes.ShapeObject]], cells: int) ->
     cy, cx = np.meshgrid(centres, centres, indexing="ij")
     for n, objs in enumerate(objects):
         for k, o in enumerate(objs):
-            inside = np.hypot(cx - o.x, cy - o.y) <= COVER * o.radius
-            row = min(cells - 1, int(o.y * cells / shapes.SIZE))
-            col = min(cells - 1, int(o.x * cells / shapes.SIZE))
-            inside[row, col] = True
+            inside, (row, col) = _cover(o, cx, cy, cells)
             out[n, inside, 1] = shapes.COLOURS.index(o.colour)
             out[n, inside, 2] = shapes.SHAPES.index(o.shape)
             out[n, inside, 3] = shapes.SIZES.index(o.size)
             out[n, inside, 4] = k
             out[n, row, col, 0] = 1
     return out
+
+
+def _cover(o: shapes.ShapeObject, cx: np.ndarray, cy: np.ndarray, cells: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The cells `o` covers (centre within COVER x its radius, and always its centre's cell), and that cell."""
+    inside = np.hypot(cx - o.x, cy - o.y) <= COVER * o.radius
+    row = min(cells - 1, int(o.y * cells / shapes.SIZE))
+    col = min(cells - 1, int(o.x * cells / shapes.SIZE))
+    inside[row, col] = True
+    return inside, (row, col)
+
+
+_NP_START = frozenset({"a", "an", "two", "three"})
+_SHAPE_WORDS = {**{s: s for s in shapes.SHAPES}, **{p: s for s, p in shapes.PLURAL.items()}}
+
+
+def attention_targets(caption: str, objects: Sequence[shapes.ShapeObject], cells: int) -> list[np.ndarray | None]:
+    """Per word of `caption`, the cells ([cells * cells] bool, row-major as the encoder's flattened
+    grid) of the objects its noun phrase names, or None for words outside noun phrases ("to the
+    left of", "and", regions). A phrase ("a large red circle", "two blue squares") names the scene's
+    objects of its colour and shape. For the template reference, whose phrases name objects
+    unambiguously; used to teach the decoder where to look while it names an object."""
+    words = caption.split()
+    out: list[np.ndarray | None] = [None] * len(words)
+    centres = (np.arange(cells) + 0.5) * shapes.SIZE / cells
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    start = None
+    for i, w in enumerate(words):
+        if w in _NP_START:
+            start = i
+        elif w in _SHAPE_WORDS and start is not None:
+            colours = [c for c in words[start:i] if c in shapes.COLOURS]
+            named = [o for o in objects if colours and o.colour == colours[0] and o.shape == _SHAPE_WORDS[w]]
+            if named:
+                mask = np.zeros((cells, cells), bool)
+                for o in named:
+                    mask |= _cover(o, cx, cy, cells)[0]
+                for j in range(start, i + 1):
+                    out[j] = mask.reshape(-1)
+            start = None
+    return out
+
+
+def attention_loss(alphas: Tensor, masks: Tensor) -> Tensor:
+    """-log of the attention mass on the named objects' cells, averaged over the supervised steps.
+    alphas [R, T, P]; masks [R, T, P] bool (all False where a step is not supervised)."""
+    supervised = masks.any(dim=-1)
+    if not bool(supervised.any()):
+        return alphas.new_zeros(())
+    mass = (alphas * masks).sum(dim=-1)[supervised]
+    return -(mass + 1e-6).log().mean()
 
 
 class GridHead(nn.Module):

@@ -54,7 +54,7 @@ from mmedge.models import zoo
 from mmedge.models.caption_metrics import caption_scores
 from mmedge.models.captioner import CONFIGS, CaptionModel
 from mmedge.models.checkpoint import save_checkpoint
-from mmedge.models.object_grid import GridHead, grid_loss, grid_targets
+from mmedge.models.object_grid import GridHead, attention_loss, attention_targets, grid_loss, grid_targets
 from mmedge.models.torch_captioner import TorchCaptioner
 from mmedge.models.train import add_output_args, installed_hint, output_paths
 
@@ -80,6 +80,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--canonical", action="store_true",
                    help="always train on the first (template) reference beside the random ones, so the model prefers "
                         "one of the nearly tied paraphrases and reduced-precision builds pick the same sentence")
+    p.add_argument("--attention-loss", type=float, default=0.0,
+                   help="weight of the attention supervision (needs --canonical): while the template reference "
+                        "names an object, the decoder's attention is taught to rest on that object's cells")
     p.add_argument("--keep", choices=("best", "last"), default="best",
                    help="weights written to --out: the epoch with the best validation BLEU-4, or the last epoch "
                         "(a fine-tune's cosine schedule ends at its lowest learning rate)")
@@ -99,6 +102,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="stop after the epoch during which this much training time has passed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
     args = p.parse_args(argv)
+    if args.attention_loss and not args.canonical:
+        p.error("--attention-loss needs --canonical (it supervises the template reference)")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.threads < 1:
         p.error("--epochs, --batch-size, --threads must be >= 1 and --lr > 0")
     return args
@@ -236,9 +241,20 @@ def init_weights(model: CaptionModel, head: GridHead, path: Path) -> None:
 
 
 # ------------------------------------------------------------------ training
+def attention_masks(captions: list[str], objects: list[list[Any]], length: int, cells: int) -> np.ndarray:
+    """[N, length, cells * cells] bool: for each template caption's token position (<start> words
+    <end> <pad>..., as `encode_captions`), the cells of the object its word names."""
+    out = np.zeros((len(captions), length, cells * cells), bool)
+    for n, (caption, objs) in enumerate(zip(captions, objects)):
+        for i, mask in enumerate(attention_targets(caption, objs, cells)):
+            if mask is not None:
+                out[n, i + 1] = mask
+    return out
+
+
 def train_epoch(model: CaptionModel, head: GridHead, opt: torch.optim.Optimizer, images: np.ndarray, ids: Tensor,
                 lengths: Tensor, grids: Tensor, normalise: Normalise, args: argparse.Namespace, epoch: int, step: int,
-                total_steps: int, progress: bool) -> tuple[float, int]:
+                total_steps: int, progress: bool, att: np.ndarray | None = None) -> tuple[float, int]:
     model.train()
     head.train()
     rng = np.random.default_rng([args.seed, epoch])
@@ -275,13 +291,18 @@ def train_epoch(model: CaptionModel, head: GridHead, opt: torch.optim.Optimizer,
             caplens = lengths[idx[:, None], pick].reshape(-1, 1)
             grid = model.encoder(x)
             feats = grid.repeat_interleave(k, dim=0)  # one encoding shared by the k references
-            scores, caps_sorted, decode_lengths, alphas, _ = model.decoder(feats, caps, caplens)
+            scores, caps_sorted, decode_lengths, alphas, sort_ind = model.decoder(feats, caps, caplens)
             targets = caps_sorted[:, 1:]
             scores = pack_padded_sequence(scores, decode_lengths, batch_first=True).data
             targets = pack_padded_sequence(targets, decode_lengths, batch_first=True).data
             loss = F.cross_entropy(scores, targets)
             if args.alpha_c:
                 loss = loss + args.alpha_c * ((1.0 - alphas.sum(dim=1)) ** 2).mean()
+            if att is not None:  # row i * k of the batch is image i's template reference (--canonical)
+                masks = torch.zeros(len(idx) * k, att.shape[1], att.shape[2], dtype=torch.bool)
+                masks[0::k] = torch.from_numpy(att[idx])
+                steps = alphas.shape[1]  # step t attends to predict word t + 1
+                loss = loss + args.attention_loss * attention_loss(alphas, masks[sort_ind][:, 1:1 + steps])
             if args.grid_loss:
                 loss = loss + args.grid_loss * grid_loss(head, grid, grids[idx], balance=args.balance_objects)
             opt.zero_grad(set_to_none=True)
@@ -331,8 +352,11 @@ def main(argv: list[str] | None = None) -> None:
     data = render_split("train", args.train_size, cfg.image_size, args.cache, args.threads, progress)
     images = data.images
     ids, lengths = encode_captions(data.captions, model)
-    grids = torch.from_numpy(grid_targets([shapes.scene_layout(s)[0] for s in shapes.split("train")[:len(images)]],
-                                          cfg.encoded_size)) if args.grid_loss else torch.empty(0)
+    layouts = [shapes.scene_layout(s)[0] for s in shapes.split("train")[:len(images)]] \
+        if args.grid_loss or args.attention_loss else []
+    grids = torch.from_numpy(grid_targets(layouts, cfg.encoded_size)) if args.grid_loss else torch.empty(0)
+    att = attention_masks([c[0] for c in data.captions], layouts, ids.shape[2], cfg.encoded_size) \
+        if args.attention_loss else None
     val_scenes = [shapes.make_scene(s) for s in shapes.split("val")[:args.val_size]]
     val_refs = [s.captions for s in val_scenes]
 
@@ -361,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         loss, step = train_epoch(model, head, opt, images, ids, lengths, grids, normalise, args, epoch, step,
-                                 total_steps, progress)
+                                 total_steps, progress, att)
         t_train = time.time() - t0
         metrics, hyps = validate(model, val_scenes, args.val_beam)
         improved = metrics["bleu4"] > best

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_a_short_training_run_writes_the_models_weights_only_and_resumes(tmp_pat
             "--out", str(tmp_path / "f.pt"), "--checkpoint", str(tmp_path / "f.ckpt")]
     try:
         main(["captioner", "--epochs", "1", "--lr", "1e-9", "--init", str(tmp_path / "c.ckpt"), "--canonical",
-              "--balance-objects", "--keep", "last", *fine])
+              "--balance-objects", "--attention-loss", "1", "--keep", "last", *fine])
     finally:
         torch.set_rng_state(rng)
     tuned = torch.load(tmp_path / "f.pt", weights_only=True)
@@ -133,3 +134,25 @@ def test_a_short_training_run_writes_the_models_weights_only_and_resumes(tmp_pat
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="bad.pt: not a readable captioner checkpoint"):
         main(["captioner", "--epochs", "1", "--init", str(tmp_path / "bad.pt"), *fine])
+
+
+def test_attention_targets_name_each_phrases_objects() -> None:
+    from mmedge.models.object_grid import attention_loss, attention_targets
+
+    red = _obj("circle", "red", "large", 40.0, 128.0, 40.0)
+    blue = [_obj("square", "blue", "small", 150.0, 60.0, 10.0), _obj("square", "blue", "small", 210.0, 200.0, 10.0)]
+    masks = attention_targets("a large red circle to the left of two blue squares", [red, *blue], 10)
+    words = "a large red circle to the left of two blue squares".split()
+    assert [m is not None for m in masks] == [True] * 4 + [False] * 4 + [True] * 3
+    assert all(np.array_equal(masks[0], m) for m in masks[1:4])
+    red_cells = masks[0].reshape(10, 10)
+    assert red_cells[5, 1] and red_cells.sum() > 1 and not red_cells[:, 5:].any()  # centre (y 128, x 40)
+    blue_cells = set(map(tuple, np.argwhere(masks[-1].reshape(10, 10))))
+    assert blue_cells == {(2, 5), (7, 8)}  # both squares, one cell each
+    assert len(words) == len(masks)
+    # the loss: -log of the attention mass on the named cells, over supervised steps only
+    alphas = torch.full((1, 2, 100), 0.01)
+    m = torch.zeros(1, 2, 100, dtype=torch.bool)
+    m[0, 0, :50] = True
+    assert abs(float(attention_loss(alphas, m)) + math.log(0.5 + 1e-6)) < 1e-5
+    assert float(attention_loss(alphas, torch.zeros_like(m))) == 0.0
