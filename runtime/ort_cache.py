@@ -107,7 +107,10 @@ def load(source: Path, decision: CacheDecision, make: Callable[[str, Optional[st
         except Exception:  # unreadable, its weights missing, or from another ORT build: optimize again
             _remove(entry)
     # written into a private temp folder, then moved in weights first: an entry is never seen without them
-    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=entry.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=entry.parent))
+    except OSError:  # (the cache's disk full or read-only): a cache that cannot be written is only slower
+        return make(str(source), None)
     try:
         staged = staging / entry.name
         try:

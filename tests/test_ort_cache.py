@@ -153,3 +153,19 @@ def test_the_option_is_checked(encoder) -> None:
     path, g, feeds = encoder
     with pytest.raises(InputError, match="cache='sometimes'"):
         _session(path, g, cache="sometimes")
+
+
+def test_a_cache_that_cannot_be_written_only_costs_speed(encoder, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    path, g, feeds = encoder
+    ref = _session(path, g, cache="off").run(feeds)
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    s = _session(path, g, cache="on")
+    assert _entries(tmp_path) == []
+    assert all(np.array_equal(s.run(feeds)[k], v) for k, v in ref.items())
