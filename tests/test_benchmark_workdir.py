@@ -23,10 +23,16 @@ with o.workdir(None) as wd:
 """
 
 
+def _interruptible() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background (`cmd &`, nohup) has
+    SIGINT ignored, the child would inherit that, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-c", CHILD.format(bench=str(BENCH))], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_interruptible)
     line = proc.stdout.readline().strip()
     assert line, proc.stderr.read()
     wd = Path(line)
