@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="also write the Markdown table here")
     ap.add_argument("--json", type=Path, help="also write the reports as JSON here")
     args = ap.parse_args(argv)
+    if args.scenes < 1 or args.calib_size < 1:
+        ap.error("--scenes and --calib-size must be >= 1")
 
     import onnxruntime
 
