@@ -68,12 +68,14 @@ _NP_START = frozenset({"a", "an", "two", "three"})
 _SHAPE_WORDS = {**{s: s for s in shapes.SHAPES}, **{p: s for s, p in shapes.PLURAL.items()}}
 
 
-def attention_targets(caption: str, objects: Sequence[shapes.ShapeObject], cells: int) -> list[np.ndarray | None]:
+def attention_targets(caption: str, objects: Sequence[shapes.ShapeObject], cells: int,
+                      names_only: bool = False) -> list[np.ndarray | None]:
     """Per word of `caption`, the cells ([cells * cells] bool, row-major as the encoder's flattened
     grid) of the objects its noun phrase names, or None for words outside noun phrases ("to the
     left of", "and", regions). A phrase ("a large red circle", "two blue squares") names the scene's
     objects of its colour and shape. For the template reference, whose phrases name objects
-    unambiguously; used to teach the decoder where to look while it names an object."""
+    unambiguously; used to teach the decoder where to look while it names an object. `names_only`:
+    only the colour and shape words (not the article, count or size)."""
     words = caption.split()
     out: list[np.ndarray | None] = [None] * len(words)
     centres = (np.arange(cells) + 0.5) * shapes.SIZE / cells
@@ -90,7 +92,8 @@ def attention_targets(caption: str, objects: Sequence[shapes.ShapeObject], cells
                 for o in named:
                     mask |= _cover(o, cx, cy, cells)[0]
                 for j in range(start, i + 1):
-                    out[j] = mask.reshape(-1)
+                    if not names_only or words[j] in shapes.COLOURS or j == i:
+                        out[j] = mask.reshape(-1)
             start = None
     return out
 

@@ -83,6 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attention-loss", type=float, default=0.0,
                    help="weight of the attention supervision (needs --canonical): while the template reference "
                         "names an object, the decoder's attention is taught to rest on that object's cells")
+    p.add_argument("--attention-words", choices=("phrase", "names"), default="phrase",
+                   help="which words --attention-loss supervises: the whole noun phrase, or its colour and shape")
     p.add_argument("--keep", choices=("best", "last"), default="best",
                    help="weights written to --out: the epoch with the best validation BLEU-4, or the last epoch "
                         "(a fine-tune's cosine schedule ends at its lowest learning rate)")
@@ -241,12 +243,13 @@ def init_weights(model: CaptionModel, head: GridHead, path: Path) -> None:
 
 
 # ------------------------------------------------------------------ training
-def attention_masks(captions: list[str], objects: list[list[Any]], length: int, cells: int) -> np.ndarray:
+def attention_masks(captions: list[str], objects: list[list[Any]], length: int, cells: int,
+                    names_only: bool = False) -> np.ndarray:
     """[N, length, cells * cells] bool: for each template caption's token position (<start> words
     <end> <pad>..., as `encode_captions`), the cells of the object its word names."""
     out = np.zeros((len(captions), length, cells * cells), bool)
     for n, (caption, objs) in enumerate(zip(captions, objects)):
-        for i, mask in enumerate(attention_targets(caption, objs, cells)):
+        for i, mask in enumerate(attention_targets(caption, objs, cells, names_only)):
             if mask is not None:
                 out[n, i + 1] = mask
     return out
@@ -355,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     layouts = [shapes.scene_layout(s)[0] for s in shapes.split("train")[:len(images)]] \
         if args.grid_loss or args.attention_loss else []
     grids = torch.from_numpy(grid_targets(layouts, cfg.encoded_size)) if args.grid_loss else torch.empty(0)
-    att = attention_masks([c[0] for c in data.captions], layouts, ids.shape[2], cfg.encoded_size) \
+    att = attention_masks([c[0] for c in data.captions], layouts, ids.shape[2], cfg.encoded_size,
+                          args.attention_words == "names") \
         if args.attention_loss else None
     val_scenes = [shapes.make_scene(s) for s in shapes.split("val")[:args.val_size]]
     val_refs = [s.captions for s in val_scenes]

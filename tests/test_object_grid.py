@@ -150,6 +150,8 @@ def test_attention_targets_name_each_phrases_objects() -> None:
     blue_cells = set(map(tuple, np.argwhere(masks[-1].reshape(10, 10))))
     assert blue_cells == {(2, 5), (7, 8)}  # both squares, one cell each
     assert len(words) == len(masks)
+    names = attention_targets("a large red circle to the left of two blue squares", [red, *blue], 10, names_only=True)
+    assert [m is not None for m in names] == [False, False, True, True] + [False] * 5 + [True, True]
     # the loss: -log of the attention mass on the named cells, over supervised steps only
     alphas = torch.full((1, 2, 100), 0.01)
     m = torch.zeros(1, 2, 100, dtype=torch.bool)
