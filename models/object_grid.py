@@ -42,11 +42,10 @@ def grid_targets(objects: Sequence[Iterable[shapes.ShapeObject]], cells: int) ->
     normalised coordinates maps straight back to the frame."""
     out = np.full((len(objects), cells, cells, 5), IGNORE, np.int8)
     out[..., 0] = 0
-    centres = (np.arange(cells) + 0.5) * shapes.SIZE / cells
-    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    cy, cx = _cell_centres(cells)
     for n, objs in enumerate(objects):
         for k, o in enumerate(objs):
-            inside, (row, col) = _cover(o, cx, cy, cells)
+            inside, (row, col) = _cover(o, cy, cx, cells)
             out[n, inside, 1] = shapes.COLOURS.index(o.colour)
             out[n, inside, 2] = shapes.SHAPES.index(o.shape)
             out[n, inside, 3] = shapes.SIZES.index(o.size)
@@ -55,7 +54,14 @@ def grid_targets(objects: Sequence[Iterable[shapes.ShapeObject]], cells: int) ->
     return out
 
 
-def _cover(o: shapes.ShapeObject, cx: np.ndarray, cy: np.ndarray, cells: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _cell_centres(cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """(y, x) of every cell's centre in the 256 frame, [cells, cells] each (row-major, as the grid)."""
+    centres = (np.arange(cells) + 0.5) * shapes.SIZE / cells
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    return cy, cx
+
+
+def _cover(o: shapes.ShapeObject, cy: np.ndarray, cx: np.ndarray, cells: int) -> tuple[np.ndarray, tuple[int, int]]:
     """The cells `o` covers (centre within COVER x its radius, and always its centre's cell), and that cell."""
     inside = np.hypot(cx - o.x, cy - o.y) <= COVER * o.radius
     row = min(cells - 1, int(o.y * cells / shapes.SIZE))
@@ -78,8 +84,7 @@ def attention_targets(caption: str, objects: Sequence[shapes.ShapeObject], cells
     only the colour and shape words (not the article, count or size)."""
     words = caption.split()
     out: list[np.ndarray | None] = [None] * len(words)
-    centres = (np.arange(cells) + 0.5) * shapes.SIZE / cells
-    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    cy, cx = _cell_centres(cells)
     start = None
     for i, w in enumerate(words):
         if w in _NP_START:
@@ -90,7 +95,7 @@ def attention_targets(caption: str, objects: Sequence[shapes.ShapeObject], cells
             if named:
                 mask = np.zeros((cells, cells), bool)
                 for o in named:
-                    mask |= _cover(o, cx, cy, cells)[0]
+                    mask |= _cover(o, cy, cx, cells)[0]
                 for j in range(start, i + 1):
                     if not names_only or words[j] in shapes.COLOURS or j == i:
                         out[j] = mask.reshape(-1)

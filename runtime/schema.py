@@ -394,6 +394,7 @@ _WORDS = frozenset({"description", "title", "x-mmedge-check"})
 def _any(value: Any) -> bool:
     return True
 
+
 _PLAIN_STRING_KEYS = frozenset({"type", "minLength", "maxLength", "pattern"}) | _WORDS
 _PLAIN_INTEGER_KEYS = frozenset({"type", "minimum", "maximum"}) | _WORDS
 
