@@ -9,7 +9,10 @@ of 8 x 10 s; 30 s at 22.05 kHz with n_fft 1024.  Each case runs twice: both side
 (``stft(..., workers=1)``, ``torch.set_num_threads(1)``), then both at their defaults (mmedge:
 ``MMEDGE_STFT_WORKERS`` or the CPUs this process may use; torch: ``torch.get_num_threads()``).
 
-The two are timed in alternating blocks of back-to-back calls (see time_pair); the table
+Each side runs in the process it is deployed in: torch.stft in this one, mmedge in a child
+process that never imports torch (``--worker``; the runtime is torch-free, and torch's OpenMP and
+MKL threads in the same process would slow mmedge's calls, as one process with two OpenMP
+runtimes may slow torch's).  The two are timed in alternating blocks of back-to-back calls (see time_pair); the table
 reports the minimum over --repeat runs each (the least disturbed by other work; the median is
 in --json), the ratio mmedge/torch of the minima and whether it meets --max-ratio.  The CPU time other processes used during each
 case's timed runs is measured (/proc/stat); above --max-other-load the row is flagged LOADED,
@@ -28,7 +31,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -68,24 +73,43 @@ def _once(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def time_pair(ours: Callable[[], Any], ref: Callable[[], Any], repeat: int) -> dict[str, Any]:
+def _block(fn: Callable[[], Any], n: int) -> tuple[list[float], float]:
+    """2 untimed calls, then ``n`` timed ones: (seconds per call, CPU seconds this process used)."""
+    t0 = os.times()
+    fn(), fn()
+    times = [_once(fn) for _ in range(n)]
+    t1 = os.times()
+    return times, (t1.user + t1.system) - (t0.user + t0.system)
+
+
+BlockRunner = Callable[[int], "tuple[list[float], float]"]
+
+
+def time_pair(ours: BlockRunner, ref: BlockRunner, repeat: int) -> dict[str, Any]:
     """Timings of ours and ref in alternating blocks of back-to-back calls, with other processes' CPU load.
 
     Blocks, not single calls, with a pause before each: torch's OpenMP threads keep spinning
     for milliseconds after a call (libgomp's GOMP_SPINCOUNT), which would take the second CPU
     from mmedge's FFT threads if the two ran back to back.  Each block starts
     with 2 untimed calls (the pause lets the CPUs idle down, and the OpenMP threads sleep).
+    A runner returns its block's times and the CPU seconds it used outside this process (the
+    mmedge worker's), which are not counted as other processes' load.
     """
     t_ours: list[float] = []
     t_ref: list[float] = []
+    worker_cpu = 0.0
     before = profiler.cpu_snapshot()
     while len(t_ours) < repeat:
         n = min(BLOCK, repeat - len(t_ours))
-        for fn, times in ((ours, t_ours), (ref, t_ref)):
+        for run_block, times in ((ours, t_ours), (ref, t_ref)):
             time.sleep(SETTLE_S)
-            fn(), fn()
-            times.extend(_once(fn) for _ in range(n))
-    load = profiler.other_cpu_load(before, profiler.cpu_snapshot(), min_interval=0.0)
+            got, cpu = run_block(n)
+            times.extend(got)
+            worker_cpu += cpu
+    after = profiler.cpu_snapshot()
+    if after is not None:  # the worker's CPU seconds count as this benchmark's, not as other load
+        after = (after[0], after[1] + worker_cpu, after[2])
+    load = profiler.other_cpu_load(before, after, min_interval=0.0)
     return {
         "mmedge_ms_min": round(1e3 * min(t_ours), 4), "torch_ms_min": round(1e3 * min(t_ref), 4),
         "mmedge_ms_median": round(1e3 * statistics.median(t_ours), 4),
@@ -96,41 +120,119 @@ def time_pair(ours: Callable[[], Any], ref: Callable[[], Any], repeat: int) -> d
     }
 
 
+class Worker:
+    """The mmedge side in a child process that does not import torch (``stft_speed.py --worker``).
+
+    One JSON command per line on its stdin, one JSON reply per line on its stdout.
+    """
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.info = self.ask(op="hello")
+        if self.info.get("torch_loaded"):
+            raise RuntimeError("the mmedge worker imported torch; its timings would not be torch-free")
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the mmedge worker exited (status {self.proc.wait()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"the mmedge worker failed: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.proc.kill()
+
+
+def worker_main() -> int:
+    """Serve the parent's commands: hello, load (a case's signal and parameters), time, result."""
+    state: dict[str, Any] = {}
+
+    def call() -> np.ndarray:
+        return stft(state["x"], state["n_fft"], state["hop"], state["win"], "hann", center=True,
+                    pad_mode="reflect", workers=state["workers"])
+
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        try:
+            if cmd["op"] == "hello":
+                reply = {"torch_loaded": "torch" in sys.modules, "fft": stft_blocks.backend_name(),
+                         "workers": stft_blocks.default_workers()}
+            elif cmd["op"] == "load":
+                state.update(x=np.load(cmd["path"]), n_fft=cmd["n_fft"], hop=cmd["hop"], win=cmd["win"])
+                reply = {}
+            elif cmd["op"] == "time":
+                state["workers"] = cmd["workers"]
+                times, cpu = _block(call, cmd["n"])
+                reply = {"times": times, "cpu_s": cpu}
+            elif cmd["op"] == "result":
+                state["workers"] = cmd["workers"]
+                np.save(cmd["path"], call())
+                reply = {"torch_loaded": "torch" in sys.modules}
+            else:
+                reply = {"error": f"unknown op {cmd['op']!r}"}
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which stops
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        print(json.dumps(reply), flush=True)
+    return 0
+
+
 def run(repeat: int, max_ratio: float, max_load: float) -> tuple[list[dict], dict]:
     import torch
 
     default_threads = torch.get_num_threads()
-    workers = stft_blocks.default_workers()
     rng = np.random.default_rng(0)
     rows = []
-    for name, batch, seconds, sr, n_fft, hop, win in cases():
-        x = rng.standard_normal((*batch, int(seconds * sr))).astype(np.float32)
-        xt = torch.from_numpy(x)
-        window = torch.hann_window(win)
-        ref = torch.stft(xt, n_fft, hop, win, window, center=True, pad_mode="reflect", return_complex=True).numpy()
-        for label, threads, ours_workers in (("1", 1, 1), ("default", default_threads, workers)):
-            torch.set_num_threads(threads)
+    worker = Worker()
+    workers = int(worker.info["workers"])
+    try:
+        with tempfile.TemporaryDirectory(prefix="mmedge-stft-speed-") as tmp:
+            for name, batch, seconds, sr, n_fft, hop, win in cases():
+                x = rng.standard_normal((*batch, int(seconds * sr))).astype(np.float32)
+                np.save(os.path.join(tmp, "x.npy"), x)
+                worker.ask(op="load", path=os.path.join(tmp, "x.npy"), n_fft=n_fft, hop=hop, win=win)
+                xt = torch.from_numpy(x)
+                window = torch.hann_window(win)
+                ref = torch.stft(xt, n_fft, hop, win, window, center=True, pad_mode="reflect",
+                                 return_complex=True).numpy()
+                for label, threads, ours_workers in (("1", 1, 1), ("default", default_threads, workers)):
+                    torch.set_num_threads(threads)
 
-            def ours(w: int = ours_workers) -> np.ndarray:
-                return stft(x, n_fft, hop, win, "hann", center=True, pad_mode="reflect", workers=w)
+                    def ours(n: int, w: int = ours_workers) -> tuple[list[float], float]:
+                        reply = worker.ask(op="time", workers=w, n=n)
+                        return reply["times"], reply["cpu_s"]
 
-            def theirs() -> Any:
-                return torch.stft(xt, n_fft, hop, win, window, center=True, pad_mode="reflect", return_complex=True)
+                    def theirs() -> Any:
+                        return torch.stft(xt, n_fft, hop, win, window, center=True, pad_mode="reflect",
+                                          return_complex=True)
 
-            row = {"case": name, "shape": list(x.shape), "threads": label, "torch_threads": threads,
-                   "mmedge_workers": ours_workers, **time_pair(ours, theirs, repeat)}
-            y = ours()
-            row["max_rel_err"] = float(np.abs(y - ref).max() / np.abs(ref).max())
-            row["met"] = row["ratio"] <= max_ratio
-            row["loaded"] = row["other_cpu_load"] is not None and row["other_cpu_load"] > max_load
-            rows.append(row)
-        torch.set_num_threads(default_threads)
+                    row = {"case": name, "shape": list(x.shape), "threads": label, "torch_threads": threads,
+                           "mmedge_workers": ours_workers, **time_pair(ours, lambda n: _block(theirs, n), repeat)}
+                    out = os.path.join(tmp, "y.npy")
+                    worker.ask(op="result", workers=ours_workers, path=out)
+                    y = np.load(out)
+                    row["max_rel_err"] = float(np.abs(y - ref).max() / np.abs(ref).max())
+                    row["met"] = row["ratio"] <= max_ratio
+                    row["loaded"] = row["other_cpu_load"] is not None and row["other_cpu_load"] > max_load
+                    rows.append(row)
+                torch.set_num_threads(default_threads)
+    finally:
+        worker.close()
     meta = {
         "cpu": profiler.cpu_model(), "logical_cpus": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
         "torch_mkl": bool(torch.backends.mkl.is_available()), "torch_default_threads": default_threads,
-        "mmedge_fft": stft_blocks.backend_name(), "mmedge_default_workers": workers,
+        "mmedge_fft": worker.info["fft"], "mmedge_default_workers": workers, "mmedge_process": "torch-free child",
         "repeat": repeat, "max_ratio": max_ratio, "max_other_load": max_load,
     }
     return rows, meta
@@ -138,7 +240,7 @@ def run(repeat: int, max_ratio: float, max_load: float) -> tuple[list[dict], dic
 
 def render(rows: list[dict], meta: dict) -> str:
     lines = [
-        f"STFT front-end: mmedge (via {meta['mmedge_fft']}, numpy {meta['numpy']}) vs torch.stft "
+        f"STFT front-end: mmedge (via {meta['mmedge_fft']}, numpy {meta['numpy']}, in a torch-free process) vs torch.stft "
         f"(torch {meta['torch']}, MKL: {meta['torch_mkl']}), min of {meta['repeat']} runs each, in blocks of {BLOCK}",
         f"CPU: {meta['cpu']}, {meta['affinity_cpus']} CPUs usable; default threads: torch "
         f"{meta['torch_default_threads']}, mmedge {meta['mmedge_default_workers']}",
@@ -175,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-ratio", type=float, default=1.5, help="the mmedge/torch time ratio allowed")
     parser.add_argument("--max-other-load", type=float, default=MAX_OTHER_LOAD, metavar="CPUS",
                         help="CPUs other processes may keep busy during a case before its row is flagged LOADED")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the torch-free mmedge side
     args = parser.parse_args(argv)
+    if args.worker:
+        return worker_main()
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     try:

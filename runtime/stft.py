@@ -5,8 +5,9 @@ Conventions (``torch.stft(..., return_complex=True)``): periodic windows built l
 ``(n_fft - win_length) // 2``), ``center=True`` pads ``n_fft // 2`` samples on both sides,
 ``normalized=True`` scales by ``n_fft ** -0.5`` (torch's "frame_length" normalization), output
 ``[..., freq, frames]`` (a transposed view, like torch's).  float32 input gives complex64,
-float64 input complex128.  With scipy installed the FFT is scipy.fft's in the input's precision;
-without it, numpy.fft in float64 (numpy 2.x's float32 FFT is slower than its float64 one).
+float64 input complex128.  The FFT is Intel MKL's (the `mkl` extra, x86-64) or scipy.fft's in
+the input's precision where installed, else numpy.fft in float64 (numpy 2.x's float32 FFT is
+slower than its float64 one); ``MMEDGE_FFT`` picks one (:data:`stft_blocks.FFT_ROUTES`).
 Either way the error against ``torch.stft`` stays below 1e-5 x max |X| (typically 2e-7).  Long
 inputs are transformed on several threads (``workers``, ``MMEDGE_STFT_WORKERS``), with bitwise
 the same result for any worker count.
@@ -122,8 +123,8 @@ def stft(
     (alias "edge") or "circular", as ``torch.nn.functional.pad`` does them.
 
     Speed: the frames are strided views of the padded signal, windowed into a reused buffer
-    and transformed block by block (:mod:`mmedge.runtime.stft_blocks`), with scipy.fft in the
-    input's precision when installed, else numpy.fft in float64.  workers: the FFT's threads
+    and transformed block by block (:mod:`mmedge.runtime.stft_blocks`), with MKL or scipy.fft in
+    the input's precision when installed, else numpy.fft in float64.  workers: the FFT's threads
     for a long input (None: ``MMEDGE_STFT_WORKERS``, else the CPUs this process may use;
     numpy.fft uses one); the result is bitwise the same for any worker count.
     """

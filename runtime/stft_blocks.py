@@ -4,10 +4,17 @@
 the window); this module windows the frames into a reused buffer and hands them to the FFT,
 deciding how many threads each FFT call may use.
 
-Threads: with scipy installed, the FFT's own threads (pocketfft's C++ pool, ``workers=`` of
-scipy.fft) transform the rows of one call in parallel.  Python threads were tried first and
-gained little on short clips: each hand-over of the GIL between two threads can cost a thread
-wake-up, which is slow on an idle virtual CPU.  numpy.fft (the fallback) has no threads.
+FFT routes (one registry, ``FFT_ROUTES``, in order of preference; ``MMEDGE_FFT`` forces one):
+Intel MKL through ``mkl_fft`` where installed (the ``mkl`` extra, x86-64: the FFT torch.stft
+uses, 1.5-2.3x faster than pocketfft here), scipy.fft (pocketfft in the input's precision),
+numpy.fft (float64, no threads).
+
+Threads: scipy's route hands a long block to pocketfft's own C++ pool (``workers=`` of
+scipy.fft).  MKL runs each call on one thread, and a long block is split between Python threads
+(:func:`run_blocks`; mkl_fft releases the GIL): MKL's OpenMP team would keep spinning for 200 ms
+after each call and take a core from the model that runs next.  Python threads gained little on
+short clips: each hand-over of the GIL between two threads can cost a thread wake-up, which is
+slow on an idle virtual CPU.
 
 Same bits for any worker count: pocketfft gives each thread a contiguous share of the rows and
 transforms them several at a time in SIMD lanes, leftovers one by one.  Every FFT call here
@@ -25,6 +32,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -33,7 +41,8 @@ import numpy as np
 from mmedge.errors import InputError
 
 WORKERS_ENV = "MMEDGE_STFT_WORKERS"
-NUMPY_FFT_ENV = "MMEDGE_NUMPY_FFT"  # set (non-empty): use numpy.fft even where scipy is installed
+FFT_ENV = "MMEDGE_FFT"  # a route's key ("mkl", "scipy", "numpy"): use that FFT, else the first installed
+NUMPY_FFT_ENV = "MMEDGE_NUMPY_FFT"  # set (non-empty): same as MMEDGE_FFT=numpy (kept for old scripts)
 
 # Every FFT call starts on a multiple of GRANULE rows: a multiple of every SIMD batch pocketfft
 # uses (4, 8 or 16 float32 rows for SSE, AVX, AVX-512).
@@ -43,6 +52,9 @@ GRANULE = 16
 # width / 4 per thread for short transforms), and enough that waking a thread and waiting for it
 # pays (benchmarks/stft_speed.py; a 3 s clip at hop 160 stays on one thread).
 MIN_ROWS_PER_THREAD = 16 * GRANULE
+# The same when Python threads share the blocks (window and FFT): see shared_rows.
+# Measured with benchmarks/stft_speed.py: 180 or 128 rows made 3 s clips slower at 2 workers.
+MIN_ROWS_PER_PY_THREAD = MIN_ROWS_PER_THREAD
 # Most bytes of windowed frames per block: enough rows to share among threads (512 rows of
 # float64 at n_fft 1024).  The buffer is kept per calling thread (see _Scratch).
 _BLOCK_BYTES = 1 << 22
@@ -142,13 +154,7 @@ def map_chunks(flat: np.ndarray, fn: Callable[[np.ndarray], None], workers: int)
 
 @lru_cache(maxsize=1)
 def scipy_fft() -> Any:
-    """scipy.fft when installed: a native float32 FFT, faster than numpy's float32 one.
-
-    Optional (the `onnxruntime`/`openvino` extras install scipy); results agree with the
-    numpy path to float32 precision.  ``MMEDGE_NUMPY_FFT=1`` forces numpy.
-    """
-    if os.environ.get(NUMPY_FFT_ENV):
-        return None
+    """scipy.fft when installed (the `onnxruntime`/`openvino` extras install scipy), else None."""
     try:
         import scipy.fft as sfft
     except ImportError:
@@ -156,14 +162,108 @@ def scipy_fft() -> Any:
     return sfft
 
 
+@lru_cache(maxsize=1)
+def mkl_fft() -> Any:
+    """``(mkl_fft, mkl)`` when both import and mkl_fft's numpy-style transforms write into ``out=``
+    with numpy's results (mkl_fft 1.x's ``rfft`` is FFTPACK's packed format), else None."""
+    try:
+        import mkl
+        import mkl_fft as mfft
+
+        x = np.random.default_rng(0).standard_normal((9, 24))
+        prev = mkl.set_num_threads_local(1)
+        try:
+            for real, cplx in ((np.float32, np.complex64), (np.float64, np.complex128)):
+                for fft, ref in ((mfft.rfft, np.fft.rfft(x, axis=-1)), (mfft.fft, np.fft.fft(x, axis=-1))):
+                    out = np.empty(ref.shape, dtype=cplx)
+                    fft(x.astype(real), axis=-1, out=out)
+                    if not np.allclose(out, ref, rtol=0, atol=1e-4):
+                        return None
+        finally:
+            mkl.set_num_threads_local(prev)
+    except Exception:  # noqa: BLE001 - not installed, or an API this route does not know: use the next
+        return None
+    return mfft, mkl
+
+
+FftRows = Callable[[np.ndarray, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class FftRoute:
+    """One FFT library: whether it is installed, its working precision, its row transform."""
+
+    key: str  # what MMEDGE_FFT names it
+    name: str  # what the benchmarks and `mmedge profile` print
+    installed: Callable[[], bool]
+    native: bool  # transforms float32 in float32 (else in float64)
+    # True: the blocks (window and FFT) are shared between Python threads, each FFT call on one
+    # thread; False: the blocks run one by one, and ``rows`` may thread inside an FFT call
+    python_threads: bool
+    # (onesided, complex dtype, n_freq, workers) -> fft(x, out) for rows x [R, n_fft], out [R, n_freq]
+    rows: Callable[[bool, Any, int, int], FftRows]
+
+
+def _mkl_rows(onesided: bool, complex_dtype: Any, n_freq: int, workers: int) -> FftRows:
+    mfft, mkl = mkl_fft()
+    fft = mfft.rfft if onesided else mfft.fft
+
+    def run(x: np.ndarray, out: np.ndarray) -> None:  # threads: transform_frames shares the blocks
+        prev = mkl.set_num_threads_local(1)  # per thread: no OpenMP team, nothing left spinning
+        try:
+            fft(x, axis=-1, out=out)
+        finally:
+            mkl.set_num_threads_local(prev)
+
+    return run
+
+
+def _scipy_rows(onesided: bool, complex_dtype: Any, n_freq: int, workers: int) -> FftRows:
+    return _scipy_fft_rows(scipy_fft(), onesided, workers)
+
+
+FFT_ROUTES: dict[str, FftRoute] = {
+    "mkl": FftRoute("mkl", "mkl_fft", lambda: mkl_fft() is not None, True, True, _mkl_rows),
+    "scipy": FftRoute("scipy", "scipy.fft", lambda: scipy_fft() is not None, True, False, _scipy_rows),
+    "numpy": FftRoute("numpy", "numpy.fft", lambda: True, False, False,
+                      lambda onesided, cd, n_freq, workers: _numpy_fft_rows(onesided, cd, n_freq)),
+}
+
+
+def fft_route() -> FftRoute:
+    """The route :func:`transform_frames` uses: ``MMEDGE_FFT``'s, else the first installed.
+
+    Read at every call (an environment lookup), so a test or a caller can switch routes.
+    """
+    key = os.environ.get(FFT_ENV, "").strip().lower() or ("numpy" if os.environ.get(NUMPY_FFT_ENV) else "")
+    if not key:
+        return next(r for r in FFT_ROUTES.values() if r.installed())
+    route = FFT_ROUTES.get(key)
+    if route is None:
+        raise InputError(f"{FFT_ENV}={key!r}: expected one of {', '.join(FFT_ROUTES)}")
+    if not route.installed():
+        extra = {"mkl": "pip install 'mmedge[mkl]'", "scipy": "pip install scipy"}[key]
+        raise InputError(f"{FFT_ENV}={key}: {route.name} is not installed here ({extra})")
+    return route
+
+
 def backend_name() -> str:
-    """"scipy.fft" or "numpy.fft": the FFT :func:`transform_frames` uses here."""
-    return "scipy.fft" if scipy_fft() is not None else "numpy.fft"
+    """The FFT library :func:`transform_frames` uses here: "mkl_fft", "scipy.fft" or "numpy.fft"."""
+    return fft_route().name
 
 
 def block_rows(n_fft: int, itemsize: int) -> int:
     """Most frames per block: whole GRANULEs whose samples fit in ``_BLOCK_BYTES``."""
     return max(GRANULE, _BLOCK_BYTES // (n_fft * itemsize) // GRANULE * GRANULE)
+
+
+def shared_rows(n_frames: int, workers: int, most: int) -> int:
+    """Rows per block when Python threads share the blocks: ``n_frames`` over as many threads as
+    get MIN_ROWS_PER_PY_THREAD rows each, in whole GRANULEs, at most ``most``.  A clip too short
+    for two threads is one block, on the calling thread, with no thread to wake."""
+    threads = max(1, min(workers, n_frames // MIN_ROWS_PER_PY_THREAD))
+    share = -(-n_frames // threads)
+    return min(most, max(GRANULE, -(-share // GRANULE) * GRANULE))
 
 
 def fft_calls(n_rows: int, workers: int) -> list[tuple[int, int, int]]:
@@ -186,31 +286,29 @@ def transform_frames(frames: np.ndarray, w_span: np.ndarray, span: slice, n_fft:
     """``fft(frames * window)`` for the frame view ``[B, F, n_fft]``: ``[B, F, n_freq]`` complex.
 
     Only the window's non-zero ``span`` is multiplied; the zero-padded sides stay zero.  With
-    scipy.fft the input's precision is kept (float32 stays float32); numpy.fft works in float64.
+    mkl_fft or scipy.fft the input's precision is kept (float32 stays float32); numpy.fft works in
+    float64.
     """
     batch, n_frames = frames.shape[0], frames.shape[1]
     n_freq = n_fft // 2 + 1 if onesided else n_fft
     out = np.empty((batch, n_frames, n_freq), dtype=complex_dtype)
-    sfft = scipy_fft()
-    if sfft is not None:
-        work = frames.dtype
-        fft = _scipy_fft_rows(sfft, onesided, workers)
-    else:
-        work = np.dtype(np.float64)
-        fft = _numpy_fft_rows(onesided, complex_dtype, n_freq)
+    route = fft_route()
+    work = frames.dtype if route.native else np.dtype(np.float64)
     rows = block_rows(n_fft, work.itemsize)
-    buf = _scratch.frames(min(rows, n_frames), n_fft, work, span)
     w = w_span if w_span.dtype == work else w_span.astype(work)
-    for b in range(batch):
-        for f0 in range(0, n_frames, rows):  # blocks start on multiples of `rows`, itself whole GRANULEs
-            f1 = min(f0 + rows, n_frames)
-            x = buf[: f1 - f0]
-            np.multiply(frames[b, f0:f1, span], w, out=x[:, span])
-            fft(x, out[b, f0:f1])
+    if route.python_threads:
+        rows = shared_rows(n_frames, workers, rows)
+    fft = route.rows(onesided, complex_dtype, n_freq, 1 if route.python_threads else workers)
+    jobs = [(b, f0, min(f0 + rows, n_frames)) for b in range(batch) for f0 in range(0, n_frames, rows)]
+
+    def job(k: int) -> None:  # blocks start on multiples of `rows`, itself whole GRANULEs
+        b, f0, f1 = jobs[k]
+        x = _scratch.frames(min(rows, n_frames), n_fft, work, span)[: f1 - f0]  # this thread's buffer
+        np.multiply(frames[b, f0:f1, span], w, out=x[:, span])
+        fft(x, out[b, f0:f1])
+
+    run_blocks(len(jobs), job, workers if route.python_threads else 1)
     return out
-
-
-FftRows = Callable[[np.ndarray, np.ndarray], None]
 
 
 def _scipy_fft_rows(sfft: Any, onesided: bool, workers: int) -> FftRows:

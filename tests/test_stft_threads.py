@@ -2,7 +2,8 @@
 
 The frames are cut into blocks by the frame count and n_fft alone, and threads only decide
 who transforms which block, so 1, 2, 3 or 7 workers must give byte-identical spectrograms,
-with scipy.fft (the private out= binding or the public rfft) and with the numpy.fft fallback.
+with MKL (mkl_fft, where the `mkl` extra is installed), scipy.fft (the private out= binding or the
+public rfft) and the numpy.fft fallback.
 No timing is asserted here (benchmarks/stft_speed.py measures speed).
 """
 
@@ -26,6 +27,7 @@ try:
     HAVE_SCIPY = True
 except ImportError:  # pragma: no cover
     HAVE_SCIPY = False
+HAVE_MKL = stft_blocks.mkl_fft() is not None
 
 WORKERS = (1, 2, 3, 7)
 
@@ -48,22 +50,39 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
-@pytest.fixture(params=["scipy-out", "scipy-public", "numpy"])
+ROUTE_OF = {"mkl": "mkl", "scipy-out": "scipy", "scipy-public": "scipy", "numpy": "numpy"}
+
+
+@pytest.fixture(params=list(ROUTE_OF))
 def fft_backend(request, monkeypatch):
-    """Each FFT route of stft_blocks: scipy's pocketfft writing into the output, scipy.fft.rfft, numpy.fft."""
-    if request.param != "numpy" and not HAVE_SCIPY:
+    """Each FFT route of stft_blocks: MKL, scipy's pocketfft writing into the output, scipy.fft.rfft, numpy.fft."""
+    if request.param == "mkl" and not HAVE_MKL:
+        pytest.skip("mkl_fft is not installed: pip install 'mmedge[mkl]' (x86-64)")
+    if request.param.startswith("scipy") and not HAVE_SCIPY:
         pytest.skip("scipy is not installed: pip install scipy")
-    if request.param == "numpy":
-        monkeypatch.setenv(stft_blocks.NUMPY_FFT_ENV, "1")
+    monkeypatch.setenv(stft_blocks.FFT_ENV, ROUTE_OF[request.param])
     if request.param == "scipy-public":
         monkeypatch.setattr(stft_blocks, "_pocketfft_r2c", lambda: None)
-    stft_blocks.scipy_fft.cache_clear()
     yield request.param
-    stft_blocks.scipy_fft.cache_clear()
 
 
 def test_fft_backend_fixture_switches_the_route(fft_backend):
-    assert stft_blocks.backend_name() == ("numpy.fft" if fft_backend == "numpy" else "scipy.fft")
+    assert stft_blocks.backend_name() == {"mkl": "mkl_fft", "numpy": "numpy.fft"}.get(fft_backend, "scipy.fft")
+
+
+def test_default_route_is_the_first_installed_and_the_env_is_checked(monkeypatch):
+    monkeypatch.delenv(stft_blocks.FFT_ENV, raising=False)
+    monkeypatch.delenv(stft_blocks.NUMPY_FFT_ENV, raising=False)
+    assert stft_blocks.backend_name() == ("mkl_fft" if HAVE_MKL else "scipy.fft" if HAVE_SCIPY else "numpy.fft")
+    monkeypatch.setenv(stft_blocks.NUMPY_FFT_ENV, "1")  # the old switch still works
+    assert stft_blocks.backend_name() == "numpy.fft"
+    monkeypatch.setenv(stft_blocks.FFT_ENV, "fftw")
+    with pytest.raises(InputError, match=r"MMEDGE_FFT='fftw': expected one of mkl, scipy, numpy"):
+        audio.stft(signal((8000,), np.float32), 256)
+    if not HAVE_MKL:
+        monkeypatch.setenv(stft_blocks.FFT_ENV, "mkl")
+        with pytest.raises(InputError, match=r"mkl_fft is not installed here \(pip install 'mmedge\[mkl\]'\)"):
+            audio.stft(signal((8000,), np.float32), 256)
 
 
 @pytest.mark.parametrize("shape, dtype, kwargs", CASES)
@@ -90,7 +109,10 @@ def test_threaded_stft_matches_torch(fft_backend, shape, dtype, kwargs):
 
 
 def _spy_fft_threads(monkeypatch) -> list[tuple[int, int]]:
-    """Record (rows, threads) of every pocketfft r2c call stft makes."""
+    """Record (rows, threads) of every pocketfft r2c call stft makes (on scipy's route)."""
+    if not HAVE_SCIPY:  # pragma: no cover
+        pytest.skip("scipy is not installed: pip install scipy")
+    monkeypatch.setenv(stft_blocks.FFT_ENV, "scipy")
     real = stft_blocks._pocketfft_r2c()
     if real is None:  # pragma: no cover - scipy missing or its private binding changed
         pytest.skip("scipy's pocketfft r2c binding is not available here")
@@ -119,6 +141,46 @@ def test_bitwise_cases_do_run_threaded_fft_calls(monkeypatch, shape, dtype, kwar
     calls = _spy_fft_threads(monkeypatch)
     audio.stft(signal(shape, dtype), workers=3, **kwargs)
     assert max(t for _, t in calls) >= 2
+
+
+@pytest.mark.skipif(not HAVE_MKL, reason="mkl_fft is not installed: pip install 'mmedge[mkl]' (x86-64)")
+def test_mkl_route_shares_blocks_between_threads_each_call_on_one_mkl_thread(monkeypatch):
+    """MKL's own OpenMP team would spin after the call: every FFT call runs with one MKL thread,
+    and a long input is cut into blocks of whole GRANULEs that Python threads share."""
+    mfft, mkl = stft_blocks.mkl_fft()
+    ffts: list[tuple[int, int]] = []
+    shares: list[tuple[int, int]] = []
+    real_rfft, real_run_blocks = mfft.rfft, stft_blocks.run_blocks
+
+    def rfft(x, axis=-1, out=None):
+        ffts.append((x.shape[0], mkl.get_max_threads()))
+        return real_rfft(x, axis=axis, out=out)
+
+    def run_blocks(n_blocks, fn, threads):
+        shares.append((n_blocks, threads))
+        return real_run_blocks(n_blocks, fn, threads)
+
+    monkeypatch.setattr(mfft, "rfft", rfft)
+    monkeypatch.setattr(stft_blocks, "run_blocks", run_blocks)
+    monkeypatch.setenv(stft_blocks.FFT_ENV, "mkl")
+    x = signal((160000,), np.float32)
+    got = audio.stft(x, 512, 160, 400, workers=2)  # 1001 frames: blocks of 512 and 489 rows, on 2 threads
+    assert shares == [(2, 2)] and sorted(r for r, _ in ffts) == [489, 512]
+    assert all(n == 1 for _, n in ffts)
+    ffts.clear(), shares.clear()
+    audio.stft(x[:48000], 512, 160, 400, workers=2)  # 301 frames: one block, no thread to wake
+    assert shares == [(1, 2)] and ffts == [(301, 1)]
+    monkeypatch.setenv(stft_blocks.FFT_ENV, "scipy")
+    ref = audio.stft(x, 512, 160, 400, workers=1)
+    assert float(np.abs(got - ref).max() / np.abs(ref).max()) <= 1e-5  # two libraries, one transform
+
+
+@pytest.mark.parametrize("n_frames, workers, most, want", [
+    (301, 2, 2048, 304), (511, 2, 2048, 512), (512, 2, 2048, 256), (1001, 2, 2048, 512),
+    (1001, 7, 2048, 336), (30001, 2, 2048, 2048), (5, 4, 2048, 16), (1001, 1, 2048, 1008)])
+def test_shared_rows_give_each_thread_enough_whole_granules(n_frames, workers, most, want):
+    rows = stft_blocks.shared_rows(n_frames, workers, most)
+    assert rows == want and rows % stft_blocks.GRANULE == 0
 
 
 def test_short_input_stays_on_the_calling_thread(monkeypatch):
