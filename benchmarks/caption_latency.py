@@ -40,11 +40,12 @@ build's speed-up against the target for this CPU family; a torch-free cold start
 to the first caption in a new process (<= 1 s) and its peak RSS (<= the model
 files + 100 MB). `--artifact DIR` adds other builds of the same weights to the
 interleaved loop (e.g. precision_matrix.py `--keep`'s int8 / OpenVINO builds:
-their token agreement with fp32 is reported, not required); `--spinning both`
-times the fp32 export with ONNX Runtime's worker spinning on and off.
+their token agreement with fp32 is reported, not required); `--spinning all`
+times the fp32 export with ONNX Runtime's worker spinning auto (the default: between runs only
+for decoder_step), on (every graph) and off (`both`: on and off).
 
     python benchmarks/caption_latency.py --repeat 5 [--threads T] [--artifact DIR ...]
-        [--spinning on|off|both] [--skip-cold-start] [--json out.json] [--check]
+        [--spinning auto|on|run|off|both|all] [--skip-cold-start] [--json out.json] [--check]
 
 The tutorial's modules (`TutorialEncoder`, `TutorialAttention`, `TutorialDecoder`) repeat what
 models/captioner.py computes on purpose: they are the baseline as the tutorial wrote it, so the
@@ -463,9 +464,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--artifact", type=Path, action="append", default=[], metavar="DIR",
                    help="also time this build of the same weights (captioner full, any format and precision: e.g. "
                         "one of benchmarks/precision_matrix.py --keep's) in the interleaved loop; repeatable")
-    p.add_argument("--spinning", choices=("on", "off", "both"), default="on",
-                   help="ONNX Runtime's worker spinning for the mmedge builds (-O spinning=on|off); both: time the "
-                        "fp32 export both ways")
+    p.add_argument("--spinning", choices=ct.SPINNING_CHOICES, default="auto",
+                   help="ONNX Runtime's worker spinning for the mmedge builds (-O spinning=...); both: time the "
+                        "fp32 export with on and off; all: auto, on and off")
     p.add_argument("--skip-cold-start", action="store_true",
                    help="skip the torch-free cold start (a new process loading the artifact and captioning once)")
     args = p.parse_args(argv)

@@ -3,7 +3,7 @@
 caption_latency.py times the tutorial's eager loop against mmedge builds of the same weights; this
 module holds what it adds to that loop, each piece measured with the library's own tools:
 
-- **builds**: the fp32 ONNX export (`-O spinning=on|off`, or both) and other builds of the same
+- **builds**: the fp32 ONNX export (`-O spinning=auto|on|run|off`, or several) and other builds of the same
   weights (`--artifact DIR`, e.g. precision_matrix.py `--keep`'s int8 / OpenVINO ones);
 - **floors**: per build, encoder FLOPs / the peak of its precision + decoder_init's roofline bound
   + steps x decoder_step weight bytes / bandwidth, from the graphs' costs
@@ -129,10 +129,15 @@ def describe(path: Path) -> tuple[str, str]:
     return backend, f"{BACKEND_NAMES.get(backend, backend)} {m.precision}{how}: {path.name}"
 
 
+# --spinning: one of ONNX Runtime's -O spinning values, or a set of them timed side by side
+SPINNING_SETS = {"both": ("on", "off"), "all": ("auto", "on", "off")}
+SPINNING_CHOICES = ("auto", "on", "run", "off", *SPINNING_SETS)
+
+
 def make_builds(artifact: Path, extra: list[Path], threads: int | None, spinning: str) -> list[Build]:
-    """The fp32 export (spinning on and/or off) and each `--artifact` build, threads as given."""
+    """The fp32 export (at one or several spinning settings) and each `--artifact` build, threads as given."""
     base = {"threads": threads} if threads else {}
-    spins = ("on", "off") if spinning == "both" else (spinning,)
+    spins = SPINNING_SETS.get(spinning, (spinning,))
     out = [Build("mmedge" if i == 0 else f"mmedge_spin_{spin}",
                  f"mmedge ONNX Runtime fp32 (spinning {spin})", artifact, "onnxruntime",
                  {**base, "spinning": spin}, exact=True) for i, spin in enumerate(spins)]

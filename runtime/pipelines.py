@@ -32,8 +32,11 @@ class Pipeline:
     def __init__(self, root: Path, manifest: Manifest, backend: str, **options: Any) -> None:
         self.root, self.manifest, self.backend = root, manifest, backend
         self.sessions: dict[str, Session] = {}
+        per_graph = BACKENDS.get(backend).per_graph
+
         def open_one(g: GraphEntry) -> Session:
-            return open_session(backend, root / g.file, g.inputs, g.outputs, **options)
+            opts = per_graph(g.hints.step, options) if per_graph is not None else options
+            return open_session(backend, root / g.file, g.inputs, g.outputs, **opts)
 
         graphs = list(manifest.graphs)
         try:

@@ -71,12 +71,15 @@ def test_skipped_or_failed_cold_start_is_said() -> None:
     assert "failed: no result (exit 1): boom" in text
 
 
-def test_builds_spinning_both_and_threads(golden_onnx: dict[str, Path]) -> None:
+def test_builds_spinning_sets_and_threads(golden_onnx: dict[str, Path]) -> None:
     art = golden_onnx["captioner"]
     builds = ct.make_builds(art, [art], 2, "both")
     assert [(b.name, b.options, b.exact) for b in builds] == [
         ("mmedge", {"threads": 2, "spinning": "on"}, True), ("mmedge_spin_off", {"threads": 2, "spinning": "off"}, True),
         ("artifact_1", {"threads": 2, "spinning": "on"}, False)]
+    builds = ct.make_builds(art, [], None, "all")
+    assert [(b.name, b.options) for b in builds] == [
+        ("mmedge", {"spinning": "auto"}), ("mmedge_spin_on", {"spinning": "on"}), ("mmedge_spin_off", {"spinning": "off"})]
     assert ct.check_same_model(art, "tiny") is None and "not captioner full" in ct.check_same_model(art, "full")
 
 

@@ -134,3 +134,37 @@ def test_ort_optimization_levels_agree_and_are_checked(artifacts: dict[str, Path
     assert compare("embedding", outs["disable"], outs["all"], TOLERANCE["fp32"]).ok
     with pytest.raises(InputError, match="optimization='fastest': expected one of all, extended, basic, disable"):
         _load(artifacts["voice-encoder"], optimization="fastest")
+
+
+def test_spinning_auto_spins_between_runs_only_for_the_step_graph(golden_onnx, monkeypatch):
+    """-O spinning=auto (the default): decoder_step's workers keep spinning between its runs; the
+    encoder's and decoder_init's stop when their run returns (session.force_spinning_stop), so they
+    do not take the cores from the next graph. Read back from the SessionOptions each graph got."""
+    import onnxruntime as ort
+
+    from mmedge.runtime.pipelines import load
+
+    seen: dict[str, dict[str, str]] = {}
+    real = ort.InferenceSession
+
+    def spy(model, opts=None, **kw):
+        keys = ("session.intra_op.allow_spinning", "session.force_spinning_stop")
+        entries = {}
+        for k in keys:
+            try:
+                entries[k] = opts.get_session_config_entry(k)
+            except Exception:  # noqa: BLE001 - not set
+                pass
+        seen[Path(str(model)).stem] = entries
+        return real(model, opts, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    for spinning, step, other in (({}, {"session.intra_op.allow_spinning": "1"},
+                                   {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}),
+                                  ({"spinning": "on"}, {"session.intra_op.allow_spinning": "1"},
+                                   {"session.intra_op.allow_spinning": "1"}),
+                                  ({"spinning": "off"}, {"session.intra_op.allow_spinning": "0"},
+                                   {"session.intra_op.allow_spinning": "0"})):
+        seen.clear()
+        load(golden_onnx["captioner"], "onnxruntime", cache="off", **spinning).close()
+        assert seen == {"encoder": other, "decoder_init": other, "decoder_step": step}, spinning

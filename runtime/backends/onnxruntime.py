@@ -31,6 +31,16 @@ _OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basi
                "disable": "ORT_DISABLE_ALL"}
 
 
+# -O spinning=...: the session config entries of each choice; "auto" (a graph opened on its own) spins
+# as ONNX Runtime does by default, and a Pipeline resolves it per graph (backends/__init__.py)
+_SPINNING = {
+    "auto": {"session.intra_op.allow_spinning": "1"},
+    "on": {"session.intra_op.allow_spinning": "1"},
+    "run": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
+    "off": {"session.intra_op.allow_spinning": "0"},
+}
+
+
 @dataclass
 class _Outputs:
     """Preallocated outputs for one set of input shapes: numpy buffers and the OrtValues wrapping them
@@ -74,15 +84,15 @@ class OrtSession(Session):
 
     def __init__(self, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
                  threads: int | None = None, providers: list[str] | str | None = None,
-                 optimization: str = "all", spinning: str = "on", cache: str = "auto") -> None:
+                 optimization: str = "all", spinning: str = "auto", cache: str = "auto") -> None:
         super().__init__(path, inputs, outputs)
         if isinstance(providers, str):  # from the command line: "CUDAExecutionProvider,CPUExecutionProvider"
             providers = [p.strip() for p in providers.split(",") if p.strip()]
         providers = providers or ["CPUExecutionProvider"]
         if optimization not in _OPT_LEVELS:
             raise InputError(f"onnxruntime option optimization={optimization!r}; valid: {', '.join(_OPT_LEVELS)}")
-        if spinning not in ("on", "off"):
-            raise InputError(f"onnxruntime option spinning={spinning!r}; valid: on, off")
+        if spinning not in _SPINNING:
+            raise InputError(f"onnxruntime option spinning={spinning!r}; valid: {', '.join(_SPINNING)}")
         if cache not in ort_cache.MODES:
             raise InputError(f"onnxruntime option cache={cache!r}; valid: {', '.join(ort_cache.MODES)}")
 
@@ -95,7 +105,8 @@ class OrtSession(Session):
                 for key, value in ort_cache.save_config(save_to).items():
                     opts.add_session_config_entry(key, value)
             opts.log_severity_level = 3
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning == "on" else "0")
+            for key, value in _SPINNING[spinning].items():
+                opts.add_session_config_entry(key, value)
             if threads:
                 opts.intra_op_num_threads = threads
                 opts.inter_op_num_threads = 1
