@@ -151,3 +151,29 @@ def test_failed_int8_export_leaves_nothing(tmp_path: Path, cache: Path, monkeypa
     with pytest.raises(ExportError, match="simulated crash"):
         export_int8("voice-encoder", "demo", tmp_path, cache, size=4, report=False)
     assert os.listdir(tmp_path) == []
+
+
+def test_weight_only_decoder_keeps_tiny_weights_in_float(tmp_path: Path) -> None:
+    """Dynamic (weight-only) int8 quantizes a MatMul/Gemm only when its weight is big enough for the
+    saved bytes to pay for quantizing its input at every step; the rest stay float, as do keep_float's."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mmedge.calibration.onnxruntime import MIN_DYNAMIC_WEIGHT_ELEMENTS, _nodes_to_exclude
+
+    big = numpy_helper.from_array(np.zeros((512, 128), np.float32), "W_big")  # exactly the threshold
+    tiny = numpy_helper.from_array(np.zeros((128, 1), np.float32), "W_tiny")
+    assert 512 * 128 == MIN_DYNAMIC_WEIGHT_ELEMENTS
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W_big"], ["y"], name="big"),
+         helper.make_node("Gemm", ["y", "W_tiny"], ["z"], name="tiny"),
+         helper.make_node("MatMul", ["y", "y2"], ["w"], name="two_inputs"),  # no constant weight: not judged
+         helper.make_node("LogSoftmax", ["z"], ["p"], name="lsm")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 512]),
+              helper.make_tensor_value_info("y2", TensorProto.FLOAT, [128, 4])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [3, 1]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 4])], [big, tiny])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert _nodes_to_exclude(path, ("LogSoftmax",), MIN_DYNAMIC_WEIGHT_ELEMENTS) == ["tiny", "lsm"]
+    assert _nodes_to_exclude(path, ("LogSoftmax",)) == ["lsm"]  # static QDQ: sizes are not judged
