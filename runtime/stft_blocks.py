@@ -20,8 +20,10 @@ Same bits for any worker count: pocketfft gives each thread a contiguous share o
 transforms them several at a time in SIMD lanes, leftovers one by one.  Every FFT call here
 starts on a multiple of ``GRANULE`` rows, and a threaded call has ``GRANULE`` x threads x m rows
 (m >= 16), so pocketfft grants every thread and every share is whole SIMD batches and every row goes down the same code path
-(lane-wise SIMD, or the same one-by-one tail of the last call) for 1 worker or 16.
-tests/test_stft_threads.py checks the bytes for each FFT route.
+(lane-wise SIMD, or the same one-by-one tail of the last call) for 1 worker or 16.  On MKL's
+route the blocks also start on multiples of GRANULE (shared_rows), and MKL transforms a row to
+the same bits whichever rows share its call.  tests/test_stft_threads.py checks the bytes for
+each FFT route.
 
 Workers: ``MMEDGE_STFT_WORKERS`` (an integer >= 1) overrides the default, the number of CPUs
 this process may run on (``os.sched_getaffinity``).
