@@ -1,7 +1,8 @@
 """INT8 vs fp32 for every model and int8 format: accuracy and speed, one run.
 
     python benchmarks/int8_report.py [--models captioner:full,captioner:demo,...] [--calib-size 32]
-                                     [--formats onnx,openvino] [--markdown OUT.md] [--json OUT.json]
+                                     [--formats onnx,openvino] [--dynamic-decoder] [--markdown OUT.md]
+                                     [--json OUT.json]
 
 Every format's int8 build starts from the same fp32 ONNX graphs and the same
 calibration set; the fp32 side of every row is the fp32 ONNX artifact on ONNX
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=300,
                     help="test items the task metrics are measured on (default 300: a BLEU-4 difference of one "
                          "point is within the noise of 100 scenes)")
+    ap.add_argument("--dynamic-decoder", action="store_true",
+                    help="quantize the decoder's weights only (int8 weights, float activations): the decoder of "
+                         "the fastest ONNX Runtime build on x86-avx2 (benchmarks/precision_matrix.py)")
     ap.add_argument("--markdown", type=Path, help="also write the Markdown table here")
     ap.add_argument("--json", type=Path, help="also write the reports as JSON here")
     args = ap.parse_args(argv)
@@ -57,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             formats = [f.strip() for f in args.formats.split(",") if f.strip()]
             req = registry.ExportRequest(model, formats, "int8", config or "demo", out=Path(tmp),
                                          calib=CalibSource(None, args.calib_size),
-                                         quant=QuantConfig(method=args.method, cache_dir=Path(tmp) / "cache"),
+                                         quant=QuantConfig(method=args.method, cache_dir=Path(tmp) / "cache",
+                                                           dynamic_decoder=args.dynamic_decoder),
                                          report_scenes=args.scenes)
             done = int8_export.export(req, log=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
             for fmt, rep in zip(formats, done.reports):
                 reports.append((f"{model}:{config}", fmt, rep))
     lines = [f"ONNX Runtime {onnxruntime.__version__}, {platform.processor() or platform.machine()}, "
-             f"calibration: {args.calib_size} samples, {args.method}; task metrics on {args.scenes} test items; "
+             f"calibration: {args.calib_size} samples, {args.method}"
+             f"{'; decoder: int8 weights only' if args.dynamic_decoder else ''}; task metrics on {args.scenes} test items; "
              "fp32 = ONNX Runtime", "",
              "| model | int8 format | graph | fp32 ms | int8 ms | speed-up | min cosine | task metric | fp32 | int8 |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
