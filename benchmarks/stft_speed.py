@@ -12,7 +12,8 @@ of 8 x 10 s; 30 s at 22.05 kHz with n_fft 1024.  Each case runs twice: both side
 Each side runs in the process it is deployed in: torch.stft in this one, mmedge in a child
 process that never imports torch (``--worker``; the runtime is torch-free, and torch's OpenMP and
 MKL threads in the same process would slow mmedge's calls, as one process with two OpenMP
-runtimes may slow torch's).  The two are timed in alternating blocks of back-to-back calls (see time_pair); the table
+runtimes may slow torch's).  The two are timed in alternating blocks of back-to-back calls
+(see time_pair); the table
 reports the minimum over --repeat runs each (the least disturbed by other work; the median is
 in --json), the ratio mmedge/torch of the minima and whether it meets --max-ratio.  The CPU time other processes used during each
 case's timed runs is measured (/proc/stat); above --max-other-load the row is flagged LOADED,
@@ -216,7 +217,8 @@ def run(repeat: int, max_ratio: float, max_load: float) -> tuple[list[dict], dic
                                           return_complex=True)
 
                     row = {"case": name, "shape": list(x.shape), "threads": label, "torch_threads": threads,
-                           "mmedge_workers": ours_workers, **time_pair(ours, lambda n: _block(theirs, n), repeat)}
+                           "mmedge_workers": ours_workers,
+                           **time_pair(ours, lambda n: (_block(theirs, n)[0], 0.0), repeat)}  # in-process: 0 outside
                     out = os.path.join(tmp, "y.npy")
                     worker.ask(op="result", workers=ours_workers, path=out)
                     y = np.load(out)
