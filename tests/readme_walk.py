@@ -41,8 +41,8 @@ NOT_HERE: dict[str, str] = {
     "engines/captioner-demo-tensorrt": "needs engines built on a Jetson board",
     "cd mmedge-jetson": "on the board: unpacks the bundle there",
     "install.sh": "on the board (JetPack's Python); tests/test_jetson_install.py runs it in a Python 3.8 venv",
-    "--init mmedge-train/captioner-demo.ckpt": "needs the main training run's checkpoint (91 min on 2 cores); "
-                                               "tests/test_object_grid.py runs a short fine-tune with these options",
+    "--epochs 10 --canonical --balance-objects": "the shipped weights' training run (79 min on 2 cores); "
+                                                 "tests/test_object_grid.py trains briefly with these options",
     "--checkpoint BEST_checkpoint": "needs your tutorial checkpoint; tests/test_checkpoint.py runs this command "
                                     "on a fabricated one",
 }
