@@ -52,11 +52,9 @@ GRANULE = 16
 # A threaded call gives each thread whole GRANULEs, and at least MIN_ROWS_PER_THREAD rows: far
 # more than pocketfft's own thread heuristic needs to grant every thread asked for (rows / SIMD
 # width / 4 per thread for short transforms), and enough that waking a thread and waiting for it
-# pays (benchmarks/stft_speed.py; a 3 s clip at hop 160 stays on one thread).
+# pays (benchmarks/stft_speed.py; a 3 s clip at hop 160 stays on one thread).  The same floor holds
+# when Python threads share the blocks (shared_rows): 180 or 128 rows made 3 s clips slower there.
 MIN_ROWS_PER_THREAD = 16 * GRANULE
-# The same when Python threads share the blocks (window and FFT): see shared_rows.
-# Measured with benchmarks/stft_speed.py: 180 or 128 rows made 3 s clips slower at 2 workers.
-MIN_ROWS_PER_PY_THREAD = MIN_ROWS_PER_THREAD
 # Most bytes of windowed frames per block: enough rows to share among threads (512 rows of
 # float64 at n_fft 1024).  The buffer is kept per calling thread (see _Scratch).
 _BLOCK_BYTES = 1 << 22
@@ -221,7 +219,18 @@ def _mkl_rows(onesided: bool, complex_dtype: Any, n_freq: int, workers: int) -> 
 
 
 def _scipy_rows(onesided: bool, complex_dtype: Any, n_freq: int, workers: int) -> FftRows:
-    return _scipy_fft_rows(scipy_fft(), onesided, workers)
+    sfft = scipy_fft()
+    r2c = _pocketfft_r2c() if onesided else None
+    fft = sfft.rfft if onesided else sfft.fft
+
+    def run(x: np.ndarray, out: np.ndarray) -> None:
+        for start, stop, threads in fft_calls(x.shape[0], workers):
+            if r2c is not None:
+                r2c(x[start:stop], (1,), True, 0, out[start:stop], threads)
+            else:
+                out[start:stop] = fft(x[start:stop], axis=-1, workers=threads)
+
+    return run
 
 
 FFT_ROUTES: dict[str, FftRoute] = {
@@ -261,9 +270,9 @@ def block_rows(n_fft: int, itemsize: int) -> int:
 
 def shared_rows(n_frames: int, workers: int, most: int) -> int:
     """Rows per block when Python threads share the blocks: ``n_frames`` over as many threads as
-    get MIN_ROWS_PER_PY_THREAD rows each, in whole GRANULEs, at most ``most``.  A clip too short
+    get MIN_ROWS_PER_THREAD rows each, in whole GRANULEs, at most ``most``.  A clip too short
     for two threads is one block, on the calling thread, with no thread to wake."""
-    threads = max(1, min(workers, n_frames // MIN_ROWS_PER_PY_THREAD))
+    threads = max(1, min(workers, n_frames // MIN_ROWS_PER_THREAD))
     share = -(-n_frames // threads)
     return min(most, max(GRANULE, -(-share // GRANULE) * GRANULE))
 
@@ -311,20 +320,6 @@ def transform_frames(frames: np.ndarray, w_span: np.ndarray, span: slice, n_fft:
 
     run_blocks(len(jobs), job, workers if route.python_threads else 1)
     return out
-
-
-def _scipy_fft_rows(sfft: Any, onesided: bool, workers: int) -> FftRows:
-    r2c = _pocketfft_r2c() if onesided else None
-    fft = sfft.rfft if onesided else sfft.fft
-
-    def run(x: np.ndarray, out: np.ndarray) -> None:
-        for start, stop, threads in fft_calls(x.shape[0], workers):
-            if r2c is not None:
-                r2c(x[start:stop], (1,), True, 0, out[start:stop], threads)
-            else:
-                out[start:stop] = fft(x[start:stop], axis=-1, workers=threads)
-
-    return run
 
 
 def _numpy_fft_rows(onesided: bool, complex_dtype: Any, n_freq: int) -> FftRows:
