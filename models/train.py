@@ -13,6 +13,7 @@ unless `--replace-shipped` is given: then the weights go to the shipped file
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import sys
 from pathlib import Path
@@ -77,6 +78,27 @@ def installed_hint(out: Path, name: str, config: str = "demo") -> str:
             f"`cp {out} {shipped}` (or train with --replace-shipped)")
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameters (malloc.h)
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc refuses more on 64-bit (HEAP_MAX_SIZE / 2)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks for reuse instead of handing them back to the OS.
+
+    A training step allocates and frees the same tens of 1-20 MB activation and gradient tensors
+    every time; by default glibc serves each from a fresh mmap() and unmaps it on free, so every
+    step page-faults its whole working set in again (82 million minor faults in one 79-minute
+    captioner run). Measured on AMD EPYC (Zen 3), 2 threads: a captioner step went from 480 to
+    419 ms and its page faults halved. Returns False where there is no glibc (musl, macOS).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in TRAINERS:
@@ -89,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     except MissingDependencyError as e:  # a device install: one line, no traceback
         print(f"mmedge: error: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None
+    keep_freed_memory()
     importlib.import_module(TRAINERS[argv[0]]).main(argv)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,29 @@ def test_trainers_take_the_shared_output_options(trainer: str) -> None:
 
     src = inspect.getsource(importlib.import_module(trainer))
     assert "add_output_args(p)" in src and "output_paths(args" in src and "WEIGHTS_DIR" not in src
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt() is glibc's")
+def test_trainers_keep_freed_memory_on_glibc() -> None:
+    # in a child: the setting is process-wide; glibc accepts both values (it refuses an mmap
+    # threshold above 32 MB, which would make this False)
+    code = "from mmedge.models.train import keep_freed_memory; raise SystemExit(0 if keep_freed_memory() else 1)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_keep_freed_memory_without_mallopt(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmedge.models import train
+
+    monkeypatch.setattr(train.ctypes, "CDLL", lambda _name: object())  # a libc without mallopt (musl, macOS)
+    assert train.keep_freed_memory() is False
+
+
+def test_the_training_entry_keeps_freed_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmedge.models import train
+
+    called: list[str] = []
+    monkeypatch.setattr(train, "keep_freed_memory", lambda: called.append("mallopt") or True)
+    monkeypatch.setattr(train.importlib, "import_module",
+                        lambda name: type("Trainer", (), {"main": staticmethod(lambda argv: called.append(name))}))
+    train.main(["captioner", "--epochs", "1"])
+    assert called == ["mallopt", "mmedge.models.train_captioner"]
