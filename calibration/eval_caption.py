@@ -74,4 +74,6 @@ def captioner_result(source: str, split: str, beam: int, max_len: int, seeds: Se
     return EvalResult(model="captioner", source=source, metrics={**bleu_metrics(captions, references),
                                                                  **score.metrics()},
                       samples=len(captions), details={"split": split, "beam": beam, "max_len": max_len,
-                                                      "objects": score.counts(), "examples": examples})
+                                                      "objects": score.counts(),
+                                                      "intervals": {k: list(v) for k, v in score.intervals().items()},
+                                                      "examples": examples})

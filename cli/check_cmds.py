@@ -108,6 +108,9 @@ def _print_eval(results: list[Any], as_json: bool) -> None:
         extra = f" beam {r.details['beam']}" if "beam" in r.details else ""
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in r.metrics.items())
         print(f"{r.model} ({r.source}) {r.details.get('split', '')}{extra}, {r.samples} samples: {metrics}")
+        if r.details.get("intervals"):  # the captioner's object rates: how far a rate can move by chance
+            spans = "  ".join(f"{k} {lo:.4f}-{hi:.4f}" for k, (lo, hi) in r.details["intervals"].items())
+            print(f"  95 % intervals (Wilson): {spans}")
 
 
 def _profile_compare(old: Path, new: Path, threshold: float, as_json: bool, markdown: bool) -> None:

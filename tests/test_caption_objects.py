@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mmedge.data import shapes, shapes_oos
-from mmedge.data.caption_objects import (UNKNOWN, match, object_keys, parse_caption, score_captions,
-                                         stated_left_to_right)
+from mmedge.data.caption_objects import (UNKNOWN, ObjectScore, match, object_keys, parse_caption, score_captions,
+                                         stated_left_to_right, wilson_interval)
 
 R, B, G = ("red", "circle"), ("blue", "square"), ("green", "triangle")
 
@@ -164,6 +164,25 @@ def test_scores_count_objects_and_clean_captions() -> None:
         score_captions(["a", "b"], [[R]])
 
 
+def test_wilson_intervals_of_the_rates() -> None:
+    # 10 of 300 (the demo captioner's test hallucinations), against scipy's Wilson interval
+    from scipy.stats import binomtest
+
+    lo, hi = wilson_interval(10, 300)
+    ref = binomtest(10, 300).proportion_ci(method="wilson")
+    assert (lo, hi) == (pytest.approx(ref.low, abs=1e-12), pytest.approx(ref.high, abs=1e-12))
+    assert (round(lo, 4), round(hi, 4)) == (0.0182, 0.0603)
+    assert wilson_interval(0, 50)[0] == 0.0 and 0.07 < wilson_interval(0, 50)[1] < 0.072  # no "0 +- 0"
+    assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
+    score = ObjectScore(captions=300, clean=290, true_objects=600, matched=590)
+    spans = score.intervals()
+    clean_lo, clean_hi = wilson_interval(290, 300)
+    assert spans["hallucination_rate"] == pytest.approx((1 - clean_hi, 1 - clean_lo))
+    assert spans["hallucination_rate"] == pytest.approx((lo, hi))  # the same count, seen from either side
+    assert spans["object_accuracy"] == pytest.approx(wilson_interval(590, 600))
+    assert spans["object_accuracy"][0] < score.object_accuracy < spans["object_accuracy"][1]
+
+
 # ------------------------------------------------------------------ the evaluator
 @dataclass
 class _Result:
@@ -195,6 +214,7 @@ def test_evaluator_reports_object_metrics(split: str) -> None:
     assert result.metrics["exact_match"] == 1.0 and result.metrics["bleu4"] > 0.99
     assert result.metrics["object_accuracy"] == 1.0 and result.metrics["hallucination_rate"] == 0.0
     assert result.details["split"] == split and result.details["objects"]["captions"] == 12
+    assert result.details["intervals"]["hallucination_rate"] == pytest.approx([0.0, wilson_interval(0, 12)[1]])
     assert result.details["examples"][0]["objects"] == [list(k) for k in object_keys(data[0].objects)]
 
     wrong = {k: "two red circles and a red circle" for k in answers}  # what the old demo model says

@@ -25,7 +25,9 @@ def test_captioner_default_is_test_and_oos_with_object_metrics(capsys: pytest.Ca
 def test_split_list_and_plain_output(capsys: pytest.CaptureFixture) -> None:
     assert run(["eval", "captioner", "--limit", "2", "--beam", "1", "--split", "oos"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and " oos beam 1, 2 samples: " in out[0] and "object_accuracy" in out[0]
+    assert len(out) == 2 and " oos beam 1, 2 samples: " in out[0] and "object_accuracy" in out[0]
+    # 2 clean captions of 2: a hallucination rate of 0 that could be 66 % by chance
+    assert out[1] == "  95 % intervals (Wilson): object_accuracy 0.3424-1.0000  hallucination_rate 0.0000-0.6576"
 
 
 @pytest.mark.parametrize("args, message", [
