@@ -66,7 +66,9 @@ def eval_cmd(
                                         "oos (captioner: scenes drawn out of style by other code, never trained "
                                         "on) | val | train. Default: test,oos for the captioner, test otherwise."),
     beam: str = typer.Option("1,3,5", help="Captioner: beam widths to score (comma-separated)."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items of the split."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items of the split. Captioner "
+                                        "val, test, oos: N may exceed the split's 300 (the scenes after it, "
+                                        "from the same generator, never trained on; up to 1,000,000)."),
     ray: Optional[str] = RayOpt,
     workers: Optional[int] = WorkersOpt,
     ship_artifact: bool = ShipOpt,

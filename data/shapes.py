@@ -67,6 +67,11 @@ SPLITS: dict[str, tuple[int, int]] = {  # name -> (first seed, count); ranges ne
 }
 # drawn by the independent renderer in data/shapes_oos.py, never trained on
 OOS_SPLITS: dict[str, tuple[int, int]] = {"oos": (3_000_000, 300)}
+# Each split owns the million seeds from its first one: a held-out split (val, test, oos) can be
+# scored on more scenes than its fixed count (`split(name, count)`), all from its own generator and
+# never trained on, to narrow the intervals of its rates.
+SEED_BLOCK = 1_000_000
+HELD_OUT = ("val", "test", "oos")
 
 
 @dataclass(frozen=True)
@@ -90,12 +95,18 @@ class Scene:
     layout: str  # "single" | "horizontal" | "vertical" | "row"
 
 
-def split(name: str) -> list[int]:
-    """The fixed seeds of a split: train, val, test or oos (disjoint)."""
+def split(name: str, count: int | None = None) -> list[int]:
+    """The seeds of a split: train, val, test or oos (disjoint). Its fixed seeds by default; with
+    `count`, the first `count` seeds of a held-out split's block (more than its fixed count: the
+    seeds after it, up to SEED_BLOCK). The training split never grows past the scenes trained on."""
     table = {**SPLITS, **OOS_SPLITS}
     if name not in table:
         raise ValueError(f"unknown split {name!r}; expected one of {', '.join(table)}")
-    first, count = table[name]
+    first, fixed = table[name]
+    if count is None or name not in HELD_OUT:
+        return list(range(first, first + fixed))
+    if count < 1 or count > SEED_BLOCK:
+        raise ValueError(f"a held-out split has 1 to {SEED_BLOCK:,} scenes, got {count}")
     return list(range(first, first + count))
 
 

@@ -304,7 +304,8 @@ def make_oos_scene(seed: int) -> shapes.Scene:
 
 
 def is_oos_seed(seed: int) -> bool:
-    return any(first <= seed < first + count for first, count in shapes.OOS_SPLITS.values())
+    """In an out-of-style split's block of seeds (its fixed scenes and the ones after them)."""
+    return any(first <= seed < first + shapes.SEED_BLOCK for first, _count in shapes.OOS_SPLITS.values())
 
 
 def scene(seed: int) -> shapes.Scene:

@@ -56,6 +56,11 @@ def evaluator_for(args: EvalArgs) -> Callable[..., Any]:
     for split in args.splits:  # the data generators would fail deep inside
         if split not in allowed:
             raise MmedgeError(f"unknown split {split!r}; expected one of {', '.join(allowed)}")
+    if args.model == "captioner" and args.limit is not None:
+        from mmedge.data.shapes import SEED_BLOCK
+
+        if args.limit > SEED_BLOCK:
+            raise MmedgeError(f"--limit {args.limit}: a captioner split has at most {SEED_BLOCK:,} scenes")
     return evaluator(args.model)
 
 

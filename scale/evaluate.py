@@ -38,7 +38,7 @@ def eval_captioner(m: Manifest, artifact: str, split: str, limit: int | None, be
     from mmedge.calibration.eval_caption import BATCH, MAX_LEN, captioner_result
     from mmedge.data import shapes
 
-    seeds = _seeds(shapes.split, split, limit)
+    seeds = _seeds(lambda name: shapes.split(name, limit), split, limit)  # held-out splits may exceed 300
     job = Job("eval-captioner", artifact, run.pop("backend", None), run.pop("threads", None),
               {"beam": beam, "max_len": MAX_LEN}, run.pop("session", None) or {})
     records, stats = run_job(job, seeds, shard_size=run.pop("shard_size", None) or BATCH, **run)

@@ -38,3 +38,44 @@ def test_unknown_split_is_one_line(args: list[str], message: str, capsys: pytest
     assert run(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_held_out_splits_grow_past_their_300_scenes() -> None:
+    from mmedge.data import shapes
+
+    for name in shapes.HELD_OUT:
+        fixed, more = shapes.split(name), shapes.split(name, 1000)
+        assert len(fixed) == 300 and more[:300] == fixed and more == list(range(fixed[0], fixed[0] + 1000))
+    assert shapes.split("train", 40000) == shapes.split("train")  # never past the scenes trained on
+    blocks = [range(first, first + shapes.SEED_BLOCK) for first, _ in [*shapes.SPLITS.values(),
+                                                                      *shapes.OOS_SPLITS.values()]]
+    assert all(a.stop <= b.start for a, b in zip(sorted(blocks, key=lambda r: r.start),
+                                                 sorted(blocks, key=lambda r: r.start)[1:]))  # disjoint
+    with pytest.raises(ValueError, match="1 to 1,000,000 scenes"):
+        shapes.split("test", shapes.SEED_BLOCK + 1)
+
+
+def test_both_eval_paths_score_more_than_300_scenes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmedge.calibration import eval_caption
+    from mmedge.scale import evaluate
+
+    monkeypatch.setattr(eval_caption.shapes_oos, "scene", lambda seed: seed)  # the seeds, not the pictures
+    assert eval_caption.scenes("oos", 302)[-2:] == [3_000_300, 3_000_301]
+    assert eval_caption.scenes("test", 2) == [2_000_000, 2_000_001] and len(eval_caption.scenes("val")) == 300
+
+    class Seeds(Exception):
+        pass
+
+    def capture(job, seeds, **_run):
+        raise Seeds(seeds)
+
+    monkeypatch.setattr(evaluate, "run_job", capture)
+    with pytest.raises(Seeds) as got:
+        evaluate.eval_captioner(None, "artifact", "test", 1000)
+    assert got.value.args[0] == list(range(2_000_000, 2_001_000))
+
+
+def test_a_limit_past_the_seed_block_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert run(["eval", "captioner", "--limit", "1000001"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--limit 1000001: a captioner split has at most 1,000,000 scenes" in err[0]

@@ -37,7 +37,11 @@ def test_scenes_are_deterministic_and_varied() -> None:
 
 def test_scene_dispatches_by_seed() -> None:
     assert shapes_oos.is_oos_seed(OOS[0]) and shapes_oos.is_oos_seed(OOS[-1])
-    assert not shapes_oos.is_oos_seed(OOS[-1] + 1) and not shapes_oos.is_oos_seed(shapes.split("test")[0])
+    assert not shapes_oos.is_oos_seed(OOS[0] - 1) and not shapes_oos.is_oos_seed(shapes.split("test")[0])
+    # the seeds after the 300 (`split("oos", count)`) are out of style too, up to the block's end
+    assert shapes_oos.is_oos_seed(OOS[-1] + 1) and not shapes_oos.is_oos_seed(OOS[0] + shapes.SEED_BLOCK)
+    more = shapes.split("oos", 302)[-1]
+    assert shapes_oos.scene(more).image.tobytes() == shapes_oos.make_oos_scene(more).image.tobytes()
     test_seed = shapes.split("test")[0]
     assert shapes_oos.scene(test_seed).image.tobytes() == shapes.make_scene(test_seed).image.tobytes()
     assert shapes_oos.scene(OOS[3]).captions == shapes_oos.make_oos_scene(OOS[3]).captions
