@@ -43,6 +43,8 @@ NOT_HERE: dict[str, str] = {
     "install.sh": "on the board (JetPack's Python); tests/test_jetson_install.py runs it in a Python 3.8 venv",
     "--epochs 10 --canonical --balance-objects": "the shipped weights' training run (79 min on 2 cores); "
                                                  "tests/test_object_grid.py trains briefly with these options",
+    "--init mmedge-train/captioner-demo.ckpt --epochs 1": "the shipped weights' last epoch (7.5 min), from "
+                                                           "the training run's checkpoint",
     "--checkpoint BEST_checkpoint": "needs your tutorial checkpoint; tests/test_checkpoint.py runs this command "
                                     "on a fabricated one",
 }
