@@ -102,6 +102,9 @@ def eval_cmd(
     _print_eval(results, as_json)
 
 
+_INTERVAL_WORDS = {"object_accuracy": "objects", "hallucination_rate": "hallucinations"}
+
+
 def _print_eval(results: list[Any], as_json: bool) -> None:
     if as_json:
         emit_json({"results": [r.to_json() for r in results]})
@@ -111,7 +114,9 @@ def _print_eval(results: list[Any], as_json: bool) -> None:
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in r.metrics.items())
         print(f"{r.model} ({r.source}) {r.details.get('split', '')}{extra}, {r.samples} samples: {metrics}")
         if r.details.get("intervals"):  # the captioner's object rates: how far a rate can move by chance
-            spans = "  ".join(f"{k} {lo:.4f}-{hi:.4f}" for k, (lo, hi) in r.details["intervals"].items())
+            # (worded apart from the metric names above, so a parser of "name value" pairs reads one line only)
+            spans = "  ".join(f"{_INTERVAL_WORDS.get(k, k)} {100 * lo:.1f}-{100 * hi:.1f} %"
+                              for k, (lo, hi) in r.details["intervals"].items())
             print(f"  95 % intervals (Wilson): {spans}")
 
 

@@ -27,7 +27,7 @@ def test_split_list_and_plain_output(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and " oos beam 1, 2 samples: " in out[0] and "object_accuracy" in out[0]
     # 2 clean captions of 2: a hallucination rate of 0 that could be 66 % by chance
-    assert out[1] == "  95 % intervals (Wilson): object_accuracy 0.3424-1.0000  hallucination_rate 0.0000-0.6576"
+    assert out[1] == "  95 % intervals (Wilson): objects 34.2-100.0 %  hallucinations 0.0-65.8 %"
 
 
 @pytest.mark.parametrize("args, message", [
