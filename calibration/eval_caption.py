@@ -36,8 +36,8 @@ CAPTION_SPLITS = (*shapes.SPLITS, *shapes.OOS_SPLITS)  # train, val, test, oos (
 def scenes(split: str = "test", limit: int | None = None) -> list[shapes.Scene]:
     if split not in CAPTION_SPLITS:
         raise InputError(f"unknown split {split!r}; expected one of {', '.join(CAPTION_SPLITS)}")
-    seeds = shapes.split(split, limit)  # a held-out split's limit may exceed its fixed 300 (data/shapes.py)
-    return [shapes_oos.scene(s) for s in (seeds if limit is None else seeds[:limit])]
+    # the first `limit` seeds; a held-out split's may go past its fixed 300 (data/shapes.py)
+    return [shapes_oos.scene(s) for s in shapes.split(split, limit)]
 
 
 @register_evaluator("captioner")

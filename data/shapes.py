@@ -97,17 +97,16 @@ class Scene:
 
 def split(name: str, count: int | None = None) -> list[int]:
     """The seeds of a split: train, val, test or oos (disjoint). Its fixed seeds by default; with
-    `count`, the first `count` seeds of a held-out split's block (more than its fixed count: the
-    seeds after it, up to SEED_BLOCK). The training split never grows past the scenes trained on."""
+    `count`, its first `count` seeds: past a held-out split's fixed count, the seeds after it in
+    its block (up to SEED_BLOCK). The training split never grows past the scenes trained on."""
     table = {**SPLITS, **OOS_SPLITS}
     if name not in table:
         raise ValueError(f"unknown split {name!r}; expected one of {', '.join(table)}")
     first, fixed = table[name]
-    if count is None or name not in HELD_OUT:
-        return list(range(first, first + fixed))
-    if count < 1 or count > SEED_BLOCK:
-        raise ValueError(f"a held-out split has 1 to {SEED_BLOCK:,} scenes, got {count}")
-    return list(range(first, first + count))
+    if count is not None and not 1 <= count <= SEED_BLOCK:
+        raise ValueError(f"a split has 1 to {SEED_BLOCK:,} scenes, got {count}")
+    n = fixed if count is None else count if name in HELD_OUT else min(count, fixed)
+    return list(range(first, first + n))
 
 
 # ------------------------------------------------------------------ the grammar

@@ -23,12 +23,12 @@ SHARDED_EVALS: Registry[ShardedEval] = Registry("pipeline with a sharded evaluat
 
 
 def _seeds(split_fn: Callable[[str], Any], split: str, limit: int | None) -> list[int]:
+    if limit is not None and limit < 1:  # before the split function, whose ValueError means an unknown split
+        raise InputError(f"limit must be >= 1, got {limit}")
     try:
         seeds = list(split_fn(split))
     except (KeyError, ValueError):
         raise InputError(f"unknown split {split!r}; expected test, val or train (captioner: also oos)") from None
-    if limit is not None and limit < 1:
-        raise InputError(f"limit must be >= 1, got {limit}")
     return seeds[:limit] if limit is not None else seeds
 
 
