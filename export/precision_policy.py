@@ -113,10 +113,13 @@ class Row:
 
 
 CAPTIONER_ROWS: tuple[Row, ...] = (
-    Row(("x86-amx",), _ONNX, _ORT_INT8, "ONNX Runtime runs u8s8 QDQ int8 on AMX/VNNI kernels and has no bf16 CPU "
-        "path; the ResNet-101 encoder measured 3.2x faster than fp32 (README, INT8 table)"),
-    Row(("x86-amx",), _OV, _OV_INT8_WO, "measured fastest on an AMX Xeon: int8 encoder 4.9x f32, and end to end "
-        "5.7x the eager loop vs 5.0x static int8, 4.2x bf16, 2.7x f32 (README, OpenVINO table)"),
+    Row(("x86-amx",), _ONNX, _ORT_INT8_WO, "AMX/VNNI u8s8 kernels for the QDQ int8 encoder (3.2x fp32); the "
+        "weight-only int8 decoder step measured 1.13-1.24 ms against 1.23-1.54 (static int8) and 1.8 (fp32), "
+        "111 ms end to end against 129 (static) and 214 (fp32); Intel Xeon (Emerald Rapids, AMX), "
+        "benchmarks/precision_matrix.py. ONNX Runtime has no bf16 CPU path"),
+    Row(("x86-amx",), _OV, _OV_INT8_WO, "measured fastest on an AMX Xeon (Emerald Rapids): int8 encoder 4.5x f32, "
+        "and end to end 8.0x the eager loop against 6.5x static int8, 5.4x bf16, 3.7x f32 "
+        "(benchmarks/precision_matrix.py; README, Intel Xeon table)"),
     Row(("x86-avx512-bf16",), _ONNX, _ORT_INT8_WO, "AVX-512 VNNI: the u8s8 QDQ int8 encoder measured 3.2x fp32, and "
         "the weight-only int8 decoder step 0.47 ms against 0.64 (static int8) and 1.84 (fp32): 76 ms end to end "
         "against 88 (static) and 226 (fp32); AMD EPYC Zen 4, benchmarks/precision_matrix.py. ONNX Runtime has no "

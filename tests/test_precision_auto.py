@@ -19,7 +19,7 @@ ORIN_BOARD = "NVIDIA Jetson AGX Orin Developer Kit"
 
 ORT_INT8 = ("int8", "int8", "int8", ())
 OV_INT8_WO = ("int8", "int8", "int8-weights", ())
-ORT_INT8_WO = ("int8", "int8", "int8-weights", ())  # measured fastest ONNX Runtime build on AVX2 and AVX-512 VNNI
+ORT_INT8_WO = ("int8", "int8", "int8-weights", ())  # measured fastest ONNX Runtime build on AVX2, AVX-512 VNNI, AMX
 OV_F16 = ("fp16", "fp16", "fp16", (("precision", "f16"),))
 FP32 = ("fp32", "fp32", "fp32", ())
 
@@ -28,7 +28,7 @@ FP32 = ("fp32", "fp32", "fp32", ())
 EXPECTED = {
     "amd-epyc-zen3-kvm": ("x86-avx2", ORT_INT8_WO, OV_INT8_WO),
     "intel-xeon-e5-2680v3-haswell": ("x86-avx2", ORT_INT8_WO, OV_INT8_WO),
-    "intel-xeon-8480-sapphire-rapids": ("x86-amx", ORT_INT8, OV_INT8_WO),
+    "intel-xeon-8480-sapphire-rapids": ("x86-amx", ORT_INT8_WO, OV_INT8_WO),
     "amd-epyc-9654-zen4": ("x86-avx512-bf16", ORT_INT8_WO, OV_INT8_WO),
     "intel-xeon-8260m-cascade-lake": ("x86-avx512-vnni", ORT_INT8_WO, OV_INT8_WO),
     "intel-core-ultra9-285-arrow-lake": ("x86-avx2-vnni", ORT_INT8_WO, OV_INT8_WO),
@@ -129,7 +129,10 @@ def test_a_format_without_a_rule_is_refused() -> None:
 def test_plan_groups_what_one_export_can_carry() -> None:
     groups = plan(cpu("intel-xeon-8480-sapphire-rapids"), ["onnx", "openvino", "coreml", "tensorrt", "onnx"])
     assert [(key, [c.format for c in cs]) for key, cs in groups] == [
-        (("int8", False), ["onnx"]), (("int8", True), ["openvino"]), (("fp16", False), ["coreml", "tensorrt"])]
+        (("int8", True), ["onnx", "openvino"]), (("fp16", False), ["coreml", "tensorrt"])]
+    arm = plan(cpu("aws-graviton3-neoverse-v1"), ["onnx", "openvino"])  # static int8 and fp16: two exports
+    assert [(key, [c.format for c in cs]) for key, cs in arm] == [(("int8", False), ["onnx"]),
+                                                                 (("fp16", False), ["openvino"])]
 
 
 def test_auto_requests_carry_quant_settings_and_the_manifest_record() -> None:
@@ -143,19 +146,19 @@ def test_auto_requests_carry_quant_settings_and_the_manifest_record() -> None:
     req = ExportRequest("captioner", ["onnx", "openvino", "tensorrt"], "auto", "full",
                         calib=CalibSource(None, 8), quant=QuantConfig(method="entropy"))
     subs = auto_requests(req, amx)
-    assert [(s.formats, s.precision) for s, _ in subs] == [(["onnx"], "int8"), (["openvino"], "int8"),
-                                                            (["tensorrt"], "fp16")]
-    onnx, ov, trt = (s for s, _ in subs)
-    assert (onnx.quant.dynamic_decoder, ov.quant.dynamic_decoder) == (False, True)
+    assert [(s.formats, s.precision) for s, _ in subs] == [(["onnx", "openvino"], "int8"), (["tensorrt"], "fp16")]
+    ov, trt = (s for s, _ in subs)  # one int8 export carries both formats: the same mix
+    assert ov.quant.dynamic_decoder is True
     assert ov.quant.method == "entropy" and ov.calib == req.calib  # the user's settings are kept
     assert trt.calib is None and trt.quant is None
     rec = ov.manifest_extra["openvino"]["precision_policy"]
     assert (rec["requested"], rec["family"], rec["decoder"], rec["cpu"]["model"]) == (
         "auto", "x86-amx", "int8-weights", "Intel(R) Xeon(R) Platinum 8480+")
-    assert set(onnx.manifest_extra) == {"onnx"}
+    assert set(ov.manifest_extra) == {"onnx", "openvino"}  # each format's artifact records its own rule
     # a user's --dynamic-decoder stays on where the policy would not ask for it
+    arm = cpu("aws-graviton3-neoverse-v1")  # static int8 decoder by the policy there
     user = auto_requests(ExportRequest("captioner", ["onnx"], "auto", "full", calib=CalibSource(None, 8),
-                                       quant=QuantConfig(dynamic_decoder=True)), amx)
+                                       quant=QuantConfig(dynamic_decoder=True)), arm)
     assert user[0][0].quant.dynamic_decoder is True
 
 
