@@ -314,8 +314,13 @@ def transform_frames(frames: np.ndarray, w_span: np.ndarray, span: slice, n_fft:
 
     def job(k: int) -> None:  # blocks start on multiples of `rows`, itself whole GRANULEs
         b, f0, f1 = jobs[k]
-        x = _scratch.frames(min(rows, n_frames), n_fft, work, span)[: f1 - f0]  # this thread's buffer
-        np.multiply(frames[b, f0:f1, span], w, out=x[:, span])
+        block = min(rows, n_frames)
+        x = _scratch.frames(block, n_fft, work, span)[: f1 - f0]  # this thread's buffer
+        # a strided copy, then one multiply of two same-shape contiguous arrays: numpy's broadcast
+        # of a window row over the frames ran at half that speed (0.105 against 0.054 ms for 376
+        # frames of 512); the same products, so the same bits
+        np.copyto(x[:, span], frames[b, f0:f1, span])
+        np.multiply(x, _scratch.tiled_window(w, block, n_fft, span)[: f1 - f0], out=x)
         fft(x, out[b, f0:f1])
 
     run_blocks(len(jobs), job, workers if route.python_threads else 1)
@@ -344,13 +349,15 @@ class _Scratch(threading.local):
 
     Why: a fresh buffer of hundreds of KB is fresh pages from the kernel whenever malloc has
     trimmed its heap, and faulting them in can cost more than the window multiply.  At most
-    ``2 * _BLOCK_BYTES`` per calling thread stay allocated (the frame block and, on the numpy
-    path, its float64 spectrum), and only as much as the longest input so far needed.
+    ``3 * _BLOCK_BYTES`` per calling thread stay allocated (the frame block, the window tiled to
+    its shape and, on the numpy path, its float64 spectrum), and only as much as the longest input
+    so far needed.
     """
 
     def __init__(self) -> None:
         self.buffers: dict[str, np.ndarray] = {}
         self.zeroed: tuple | None = None  # (rows, n_fft, span start, span stop, dtype) zeroed in "frames"
+        self.window_key: tuple | None = None  # what the "window" buffer holds (see tiled_window)
 
     def get(self, name: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
         size = shape[0] * shape[1]
@@ -360,6 +367,17 @@ class _Scratch(threading.local):
             if name == "frames":
                 self.zeroed = None
         return buf[:size].reshape(shape)
+
+    def tiled_window(self, w: np.ndarray, rows: int, n_fft: int, span: slice) -> np.ndarray:
+        """``w`` at ``span`` of each of ``rows`` rows of ``n_fft``, zero elsewhere (zero times the
+        frame buffer's zero sides is zero): kept, and only grown, while the same window comes back."""
+        key = (n_fft, span.start, span.stop, w.dtype, w.tobytes())
+        tiled = self.buffers.get("window")
+        if self.window_key != key or tiled is None or tiled.shape[0] < rows:
+            tiled = self.buffers["window"] = np.zeros((rows, n_fft), w.dtype)
+            tiled[:, span] = w
+            self.window_key = key
+        return tiled[:rows]
 
     def frames(self, rows: int, n_fft: int, dtype: np.dtype, span: slice) -> np.ndarray:
         """The frame buffer, its columns outside the window's span zero (only the span is ever written)."""
