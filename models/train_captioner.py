@@ -54,6 +54,7 @@ from mmedge.models import zoo
 from mmedge.models.caption_metrics import caption_scores
 from mmedge.models.captioner import CONFIGS, CaptionModel
 from mmedge.models.checkpoint import save_checkpoint
+from mmedge.models.hard_scenes import wrong_scenes
 from mmedge.models.object_grid import GridHead, attention_loss, attention_targets, grid_loss, grid_targets
 from mmedge.models.torch_captioner import TorchCaptioner
 from mmedge.models.train import add_output_args, installed_hint, output_paths
@@ -91,6 +92,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--init", type=Path, default=None,
                    help="start from these weights (a checkpoint's best model, or plain weights) with a fresh schedule")
     p.add_argument("--grad-clip", type=float, default=5.0, help="clip gradients at this absolute value")
+    p.add_argument("--focus", type=Path, default=None, metavar="ITEMS.jsonl",
+                   help="draw the training scenes this model captioned wrongly more often: the output of "
+                        "`mmedge eval captioner --split train --out ITEMS.jsonl` (objects named wrongly)")
+    p.add_argument("--focus-fraction", type=float, default=0.15,
+                   help="with --focus, the share of every epoch's draws taken from those scenes")
     p.add_argument("--train-size", type=int, default=None, help="use the first N training scenes")
     p.add_argument("--val-size", type=int, default=None, help="use the first N validation scenes")
     p.add_argument("--val-beam", type=int, default=3, help="beam size of the per-epoch validation BLEU")
@@ -106,6 +112,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.attention_loss and not args.canonical:
         p.error("--attention-loss needs --canonical (it supervises the template reference)")
+    if not 0.0 <= args.focus_fraction <= 1.0:
+        p.error("--focus-fraction must be between 0 and 1")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.threads < 1:
         p.error("--epochs, --batch-size, --threads must be >= 1 and --lr > 0")
     return args
@@ -255,13 +263,25 @@ def attention_masks(captions: list[str], objects: list[list[Any]], length: int, 
     return out
 
 
+def epoch_order(rng: np.random.Generator, n: int, focus: np.ndarray | None, fraction: float) -> np.ndarray:
+    """The scenes of one epoch, shuffled: every scene once, or with `focus` (indices of scenes the
+    model got wrong) that share of the n draws taken from the focus scenes (with replacement)
+    and the rest from all scenes without; the epoch keeps its length."""
+    if focus is None or not len(focus) or fraction <= 0:
+        return rng.permutation(n)
+    k = min(n, int(round(fraction * n)))
+    order = np.concatenate([rng.permutation(n)[:n - k], rng.choice(focus, size=k, replace=True)])
+    return order[rng.permutation(n)]
+
+
 def train_epoch(model: CaptionModel, head: GridHead, opt: torch.optim.Optimizer, images: np.ndarray, ids: Tensor,
                 lengths: Tensor, grids: Tensor, normalise: Normalise, args: argparse.Namespace, epoch: int, step: int,
-                total_steps: int, progress: bool, att: np.ndarray | None = None) -> tuple[float, int]:
+                total_steps: int, progress: bool, att: np.ndarray | None = None,
+                focus: np.ndarray | None = None) -> tuple[float, int]:
     model.train()
     head.train()
     rng = np.random.default_rng([args.seed, epoch])
-    order = rng.permutation(len(images))
+    order = epoch_order(rng, len(images), focus, args.focus_fraction)
     k = args.captions_per_image
     batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     losses: list[float] = []
@@ -361,6 +381,11 @@ def main(argv: list[str] | None = None) -> None:
     att = attention_masks([c[0] for c in data.captions], layouts, ids.shape[2], cfg.encoded_size,
                           args.attention_words == "names") \
         if args.attention_loss else None
+    focus = None
+    if args.focus is not None:
+        focus = np.array(wrong_scenes(args.focus, shapes.split("train")[:len(images)]), np.int64)
+        log(f"--focus: {len(focus)} of {len(images)} training scenes captioned wrongly in {args.focus}; "
+            f"{args.focus_fraction:.0%} of every epoch drawn from them")
     val_scenes = [shapes.make_scene(s) for s in shapes.split("val")[:args.val_size]]
     val_refs = [s.captions for s in val_scenes]
 
@@ -389,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         loss, step = train_epoch(model, head, opt, images, ids, lengths, grids, normalise, args, epoch, step,
-                                 total_steps, progress, att)
+                                 total_steps, progress, att, focus)
         t_train = time.time() - t0
         metrics, hyps = validate(model, val_scenes, args.val_beam)
         improved = metrics["bleu4"] > best
